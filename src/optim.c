@@ -1,0 +1,293 @@
+/* optim.c — one minibatch update; see include/ngtrain/optim.h and docs/ngsgd.md §3.
+ *
+ * Per affine component c with input X (N x I) and output derivative G (N x O):
+ *   plain:   Δ_c = [Gᵀ X, Gᵀ 1]
+ *   online:  X̃ = [X, 1] → X̂, γ_in;  G → Ĝ, γ_out;  Δ_c = γ_in γ_out [Ĝᵀ X̂[:, :I], Ĝᵀ X̂[:, I]]
+ *            (§3.1: the bias is preconditioned through the appended column)
+ *   simple:  the same with the stateless §2.2 method (γ folded into X̂, Ĝ).
+ * Max-change (§3.3): n_c = lr·lrf_c·‖Δ_c‖_F; f_c = min(1, m_c/n_c);
+ *   P = sqrt(Σ f_c² n_c²); scale = min(1, M/P); refuse if P is not finite;
+ *   θ_c -= scale·f_c·lr·lrf_c·Δ_c.
+ */
+#include "ngtrain/optim.h"
+
+#include <cblas.h>
+#undef I /* complex.h, pulled in by openblas_config.h, defines I */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ng_layer {
+  int comp;            /* index into net->comps */
+  int I, O;
+  int use_ng;          /* resolved */
+  int precond;         /* ngt_precond_type */
+  ngt_ngrad in, out;   /* online state (initialised only if precond == ONLINE) */
+  double norm2;        /* ‖Δ_c‖² of the current step */
+} ng_layer;
+
+struct ngt_optim {
+  ngt_optim_opts o;
+  int n_layers;
+  ng_layer *layers;
+  int max_rows;
+  size_t num_params;
+  float *delta;        /* num_params: unscaled Δ in the params layout */
+  ngt_mat xt;          /* max_rows x (maxI+1): [X, 1] scratch */
+  ngt_mat gt;          /* max_rows x maxO: G scratch */
+  float *ones;         /* max_rows ones */
+  ngt_optim_stats stats;
+};
+
+ngt_optim_opts ngt_optim_opts_default(void) {
+  ngt_optim_opts o;
+  memset(&o, 0, sizeof o);
+  o.use_natural_gradient = 1;
+  o.preconditioner = NGT_PRECOND_ONLINE;
+  o.rank_in = 0;
+  o.rank_out = 0;
+  o.update_period = 4;
+  o.num_samples_history = 2000.0;
+  o.alpha = 4.0;
+  o.simple_alpha = 4.0;
+  o.max_param_change = 2.0f;
+  return o;
+}
+
+static ngt_ngrad_opts side_opts(const ngt_optim_opts *o, const ngt_layer_ng *l, int dim,
+                                int default_rank_cap, int rank_cfg, int rank_cli) {
+  ngt_ngrad_opts g = ngt_ngrad_opts_default();
+  int r = rank_cfg > 0 ? rank_cfg : rank_cli > 0 ? rank_cli : 0;
+  if (r == 0) {  /* Kaldi d1d849ca4: min(20, (in+1)/2), min(80, (out+1)/2); dim here is the
+                    side's dimension (I+1 or O) so (dim+1)/2 is computed on the layer dims */
+    r = (dim + 1) / 2;
+    if (r > default_rank_cap) r = default_rank_cap;
+    if (r < 1) r = 1;
+  }
+  g.rank = r;
+  g.update_period = l->update_period > 0 ? l->update_period : o->update_period;
+  g.num_samples_history = l->num_samples_history > 0 ? l->num_samples_history : o->num_samples_history;
+  g.alpha = l->alpha >= 0 ? l->alpha : o->alpha;
+  return g;
+}
+
+int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ngt_optim **out,
+                  ngt_err *err) {
+  *out = NULL;
+  if (o->preconditioner < NGT_PRECOND_NONE || o->preconditioner > NGT_PRECOND_SIMPLE)
+    return ngt_err_set(err, NGT_EINVAL, "unknown preconditioner %d", o->preconditioner);
+  if (o->max_param_change < 0)
+    return ngt_err_set(err, NGT_EINVAL, "--max-param-change=%g must be >= 0 (0 disables it)", (double)o->max_param_change);
+  if (o->simple_alpha < 0)
+    return ngt_err_set(err, NGT_EINVAL, "simple-method alpha %g must be >= 0", o->simple_alpha);
+  ngt_optim *opt = ngt_xcalloc(1, sizeof *opt);
+  opt->o = *o;
+  opt->max_rows = max_rows;
+  opt->num_params = net->num_params;
+  int n = 0, maxI = 1, maxO = 1;
+  for (int c = 0; c < net->num_comps; c++)
+    if (net->comps[c].type == NGT_COMP_AFFINE) n++;
+  opt->layers = ngt_xcalloc((size_t)n, sizeof *opt->layers);
+  opt->n_layers = n;
+  int k = 0;
+  for (int c = 0; c < net->num_comps; c++) {
+    const ngt_comp *cp = &net->comps[c];
+    if (cp->type != NGT_COMP_AFFINE) continue;
+    NGT_ASSERT(cp->b_off == cp->w_off + (size_t)cp->in_dim * (size_t)cp->out_dim);
+    ng_layer *L = &opt->layers[k++];
+    L->comp = c;
+    L->I = cp->in_dim;
+    L->O = cp->out_dim;
+    if (L->I > maxI) maxI = L->I;
+    if (L->O > maxO) maxO = L->O;
+    L->use_ng = cp->ng.use_ng >= 0 ? cp->ng.use_ng : o->use_natural_gradient;
+    L->precond = L->use_ng ? o->preconditioner : NGT_PRECOND_NONE;
+    if (L->precond != NGT_PRECOND_ONLINE) continue;
+    char what[160];
+    /* rank defaults are computed from the layer dims: min(20,(I+1)/2), min(80,(O+1)/2) */
+    ngt_ngrad_opts gi = side_opts(o, &cp->ng, L->I, 20, cp->ng.rank_in, o->rank_in);
+    ngt_ngrad_opts go = side_opts(o, &cp->ng, L->O, 80, cp->ng.rank_out, o->rank_out);
+    snprintf(what, sizeof what, "layer %d (affine %d->%d) input side (dim %d = in+1)",
+             cp->layer + 1, L->I, L->O, L->I + 1);
+    int rc = ngt_ngrad_opts_check(&gi, L->I + 1, what, err);
+    if (!rc) rc = ngt_ngrad_init(&L->in, L->I + 1, &gi, err);
+    if (!rc) {
+      snprintf(what, sizeof what, "layer %d (affine %d->%d) output side (dim %d)", cp->layer + 1,
+               L->I, L->O, L->O);
+      rc = ngt_ngrad_opts_check(&go, L->O, what, err);
+      if (!rc) rc = ngt_ngrad_init(&L->out, L->O, &go, err);
+    }
+    if (rc) {
+      ngt_optim_free(opt);
+      return rc;
+    }
+  }
+  opt->delta = ngt_xcalloc(net->num_params ? net->num_params : 1, sizeof(float));
+  opt->xt = ngt_mat_alloc(max_rows, maxI + 1);
+  opt->gt = ngt_mat_alloc(max_rows, maxO);
+  opt->ones = ngt_xmalloc(sizeof(float) * (size_t)max_rows);
+  for (int i = 0; i < max_rows; i++) opt->ones[i] = 1.0f;
+  *out = opt;
+  return 0;
+}
+
+void ngt_optim_free(ngt_optim *opt) {
+  if (!opt) return;
+  for (int k = 0; k < opt->n_layers; k++)
+    if (opt->layers[k].precond == NGT_PRECOND_ONLINE) {
+      ngt_ngrad_deinit(&opt->layers[k].in);
+      ngt_ngrad_deinit(&opt->layers[k].out);
+    }
+  free(opt->layers);
+  free(opt->delta);
+  ngt_mat_free(&opt->xt);
+  ngt_mat_free(&opt->gt);
+  free(opt->ones);
+  free(opt);
+}
+
+void ngt_optim_reset_ng(ngt_optim *opt) {
+  for (int k = 0; k < opt->n_layers; k++)
+    if (opt->layers[k].precond == NGT_PRECOND_ONLINE) {
+      ngt_ngrad_reset(&opt->layers[k].in);
+      ngt_ngrad_reset(&opt->layers[k].out);
+    }
+}
+
+const ngt_optim_stats *ngt_optim_get_stats(const ngt_optim *opt) { return &opt->stats; }
+void ngt_optim_clear_stats(ngt_optim *opt) { memset(&opt->stats, 0, sizeof opt->stats); }
+
+/* Δ_c (unscaled except for γ) into opt->delta at the component's offsets; returns ‖Δ_c‖². */
+static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, const ngt_nnet_ws *ws) {
+  const ngt_comp *cp = &net->comps[L->comp];
+  const int N = ws->rows, I = L->I, O = L->O;
+  ngt_mat X = ngt_nnet_ws_input(ws, L->comp);   /* N x I */
+  ngt_mat G = ws->deriv[L->comp];                /* N x O */
+  ngt_mat dW = ngt_mat_view(opt->delta + cp->w_off, O, I, I); /* O x I */
+  float *db = opt->delta + cp->b_off;                         /* O */
+  if (L->precond == NGT_PRECOND_NONE) {
+    ngt_gemm(1, 0, 1.0f, G, X, 0.0f, dW);
+    cblas_sgemv(CblasRowMajor, CblasTrans, N, O, 1.0f, G.data, G.stride, opt->ones, 1, 0.0f, db, 1);
+  } else {
+    ngt_mat Xt = ngt_mat_view(opt->xt.data, N, I + 1, I + 1);   /* [X, 1] */
+    for (int n = 0; n < N; n++) {
+      memcpy(&NGT_AT(Xt, n, 0), &NGT_AT(X, n, 0), sizeof(float) * (size_t)I);
+      NGT_AT(Xt, n, I) = 1.0f;
+    }
+    ngt_mat Gt = ngt_mat_view(opt->gt.data, N, O, O);
+    ngt_mat_copy(Gt, G);
+    float gin = 1.0f, gout = 1.0f;
+    if (L->precond == NGT_PRECOND_ONLINE) {
+      ngt_ngrad_precondition(&L->in, Xt, &gin);
+      ngt_ngrad_precondition(&L->out, Gt, &gout);
+    } else {
+      ngt_err e = {0};
+      if (ngt_ngrad_simple_precondition(Xt, opt->o.simple_alpha, &e) ||
+          ngt_ngrad_simple_precondition(Gt, opt->o.simple_alpha, &e))
+        return NAN; /* refused by the caller */
+    }
+    float g = gin * gout;
+    ngt_gemm(1, 0, g, Gt, ngt_mat_cols(Xt, 0, I), 0.0f, dW);
+    cblas_sgemv(CblasRowMajor, CblasTrans, N, O, g, Gt.data, Gt.stride, &NGT_AT(Xt, 0, I),
+                I + 1, 0.0f, db, 1);
+  }
+  return ngt_vec_norm2(opt->delta + cp->w_off, (size_t)O * (size_t)(I + 1));
+}
+
+int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float lr, float mpc_scale) {
+  NGT_ASSERT(ws->rows <= opt->max_rows);
+  opt->stats.steps++;
+  double P2 = 0.0;
+  int finite = 1;
+  for (int k = 0; k < opt->n_layers; k++) {
+    ng_layer *L = &opt->layers[k];
+    const ngt_comp *cp = &net->comps[L->comp];
+    double d2 = layer_delta(opt, L, net, ws);
+    double s = (double)lr * (double)cp->lr_factor;
+    double nc = s * sqrt(d2);           /* n_c: Frobenius norm of this component's step */
+    if (!isfinite(nc)) { finite = 0; L->norm2 = NAN; continue; }
+    double f = 1.0;
+    double mc = (double)cp->max_change * (double)mpc_scale;
+    opt->stats.comp_steps++;
+    if (cp->max_change > 0 && nc > mc) {
+      f = mc / nc;
+      opt->stats.comp_clipped++;
+    }
+    L->norm2 = f;                        /* reuse: per-component factor f_c */
+    P2 += f * f * nc * nc;
+  }
+  if (!finite || !isfinite(P2)) {
+    opt->stats.refused++;
+    return 0;
+  }
+  double P = sqrt(P2), scale = 1.0;
+  double M = (double)opt->o.max_param_change * (double)mpc_scale;
+  if (opt->o.max_param_change > 0 && P > M) {
+    scale = M / P;
+    opt->stats.global_clipped++;
+  }
+  for (int k = 0; k < opt->n_layers; k++) {
+    ng_layer *L = &opt->layers[k];
+    const ngt_comp *cp = &net->comps[L->comp];
+    float a = (float)(-scale * L->norm2 * (double)lr * (double)cp->lr_factor);
+    size_t n = (size_t)L->O * (size_t)(L->I + 1);
+    cblas_saxpy((int)n, a, opt->delta + cp->w_off, 1, net->params + cp->w_off, 1);
+  }
+  return 1;
+}
+
+size_t ngt_optim_state_doubles(const ngt_optim *opt) {
+  size_t n = 0;
+  for (int k = 0; k < opt->n_layers; k++)
+    if (opt->layers[k].precond == NGT_PRECOND_ONLINE)
+      n += ngt_ngrad_state_doubles(&opt->layers[k].in) + ngt_ngrad_state_doubles(&opt->layers[k].out);
+  return n;
+}
+
+void ngt_optim_state_save(const ngt_optim *opt, double *out) {
+  for (int k = 0; k < opt->n_layers; k++) {
+    const ng_layer *L = &opt->layers[k];
+    if (L->precond != NGT_PRECOND_ONLINE) continue;
+    ngt_ngrad_state_save(&L->in, out);
+    out += ngt_ngrad_state_doubles(&L->in);
+    ngt_ngrad_state_save(&L->out, out);
+    out += ngt_ngrad_state_doubles(&L->out);
+  }
+}
+
+int ngt_optim_state_load(ngt_optim *opt, const double *in, size_t n, ngt_err *err) {
+  size_t used = 0;
+  for (int k = 0; k < opt->n_layers; k++) {
+    ng_layer *L = &opt->layers[k];
+    if (L->precond != NGT_PRECOND_ONLINE) continue;
+    size_t a = ngt_ngrad_state_doubles(&L->in);
+    if (used + a > n || ngt_ngrad_state_load(&L->in, in + used, a, err))
+      return err && err->code ? err->code : ngt_err_set(err, NGT_EFORMAT, "NG state too short");
+    used += a;
+    size_t b = ngt_ngrad_state_doubles(&L->out);
+    if (used + b > n || ngt_ngrad_state_load(&L->out, in + used, b, err))
+      return err && err->code ? err->code : ngt_err_set(err, NGT_EFORMAT, "NG state too short");
+    used += b;
+  }
+  if (used != n)
+    return ngt_err_set(err, NGT_EFORMAT, "NG state has %zu values, expected %zu", n, used);
+  return 0;
+}
+
+void ngt_optim_describe(const ngt_optim *opt, int c, char *buf, size_t len) {
+  for (int k = 0; k < opt->n_layers; k++) {
+    const ng_layer *L = &opt->layers[k];
+    if (L->comp != c) continue;
+    if (L->precond == NGT_PRECOND_NONE) { snprintf(buf, len, "plain SGD"); return; }
+    if (L->precond == NGT_PRECOND_SIMPLE) {
+      snprintf(buf, len, "simple NG (alpha=%g)", opt->o.simple_alpha);
+      return;
+    }
+    snprintf(buf, len, "online NG rank-in=%d rank-out=%d update-period=%d "
+             "num-samples-history=%g alpha=%g", L->in.R, L->out.R, L->in.o.update_period,
+             L->in.o.num_samples_history, L->in.o.alpha);
+    return;
+  }
+  snprintf(buf, len, "-");
+}

@@ -1,0 +1,153 @@
+/* bench_step — one training step (forward + backward + update) of the speech-shaped
+ * network (input 40 x 11 spliced, 4 x relu-renorm 1024, output 2000) at minibatch 256
+ * and 512 on one thread, against OpenBLAS's own SGEMM rate on the very GEMM shapes of
+ * that step, measured in the same run. Prints:
+ *   - plain-SGD step: GFLOP/s and its ratio to the SGEMM rate (issue 2 goal >= 0.80)
+ *   - online NG step / plain step time ratio (issue 3 goal <= 1.10), simple NG ratio
+ *   - frames/s of each.
+ * Usage: bench_step [config] [repeats]   (default data/nnet-speech.cfg under NGT_SRCDIR)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#undef I
+
+#include "ngtrain/fileio.h"
+#include "ngtrain/log.h"
+#include "ngtrain/mat.h"
+#include "ngtrain/nnet.h"
+#include "ngtrain/optim.h"
+#include "ngtrain/rng.h"
+
+static const char *speech_cfg =
+    "input dim=40 context=-5..5\n"
+    "layer type=relu-renorm dim=1024\n"
+    "layer type=relu-renorm dim=1024\n"
+    "layer type=relu-renorm dim=1024\n"
+    "layer type=relu-renorm dim=1024\n"
+    "output dim=2000\n";
+
+/* The GEMM flops of one step: forward 2NIO, weight gradient 2NIO, input derivative 2NIO
+ * for every affine layer but the first. */
+static double step_flops(const ngt_nnet *net, int N) {
+  double f = 0;
+  int first = 1;
+  for (int c = 0; c < net->num_comps; c++) {
+    const ngt_comp *cp = &net->comps[c];
+    if (cp->type != NGT_COMP_AFFINE) continue;
+    double g = 2.0 * N * cp->in_dim * cp->out_dim;
+    f += first ? 2 * g : 3 * g;
+    first = 0;
+  }
+  return f;
+}
+
+/* Time the same GEMMs with plain cblas_sgemm (best of `reps`). */
+static double gemm_seconds(const ngt_nnet *net, int N, int reps) {
+  int maxd = net->input_dim;
+  for (int c = 0; c < net->num_comps; c++)
+    if (net->comps[c].out_dim > maxd) maxd = net->comps[c].out_dim;
+  float *A = calloc((size_t)N * maxd, sizeof(float)), *B = calloc((size_t)maxd * maxd, sizeof(float));
+  float *Cm = calloc((size_t)N * maxd > (size_t)maxd * maxd ? (size_t)N * maxd : (size_t)maxd * maxd, sizeof(float));
+  for (size_t i = 0; i < (size_t)N * maxd; i++) A[i] = 0.01f * (float)(i % 97);
+  for (size_t i = 0; i < (size_t)maxd * maxd; i++) B[i] = 0.01f * (float)(i % 89);
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    double t0 = ngt_now();
+    int first = 1;
+    for (int c = 0; c < net->num_comps; c++) {
+      const ngt_comp *cp = &net->comps[c];
+      if (cp->type != NGT_COMP_AFFINE) continue;
+      int I = cp->in_dim, O = cp->out_dim;
+      /* forward: (N x I)(O x I)^T */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, A, I, B, I, 0.0f, Cm, O);
+      /* weight gradient: (N x O)^T (N x I) */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, A, O, A, I, 0.0f, Cm, I);
+      /* input derivative: (N x O)(O x I) */
+      if (!first)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, A, O, B, I, 0.0f, Cm, I);
+      first = 0;
+    }
+    double t = ngt_now() - t0;
+    if (t < best) best = t;
+  }
+  free(A); free(B); free(Cm);
+  return best;
+}
+
+/* Median time of one training step with the given optimiser settings. */
+static double step_seconds(const char *cfg, int N, int use_ng, int pre, int reps) {
+  ngt_nnet *net = NULL;
+  ngt_err e = {0};
+  if (ngt_nnet_from_config(cfg, "bench", &net, &e)) ngt_die("%s", e.msg);
+  for (int c = 0; c < net->num_comps; c++)
+    if (net->comps[c].type == NGT_COMP_AFFINE) net->comps[c].param_stddev = 0.02f;
+  ngt_nnet_init_params(net, 1);
+  ngt_optim_opts o = ngt_optim_opts_default();
+  o.use_natural_gradient = use_ng;
+  o.preconditioner = pre;
+  ngt_optim *opt = NULL;
+  if (ngt_optim_new(net, &o, N, &opt, &e)) ngt_die("%s", e.msg);
+  ngt_nnet_ws *ws = ngt_nnet_ws_new(net, N);
+  ngt_mat X = ngt_mat_alloc(N, net->input_dim);
+  int32_t *y = malloc(sizeof(int32_t) * (size_t)N);
+  ngt_rng r = ngt_rng_make(5, NGT_RNG_STREAM_TEST);
+  for (int n = 0; n < N; n++) {
+    y[n] = (int32_t)ngt_rng_below(&r, (uint32_t)net->num_classes);
+    for (int j = 0; j < net->input_dim; j++) NGT_AT(X, n, j) = (float)ngt_rng_normal(&r);
+  }
+  double *t = malloc(sizeof(double) * (size_t)reps);
+  for (int k = -3; k < reps; k++) { /* 3 warm-up steps (NG init happens in the first) */
+    double t0 = ngt_now();
+    ngt_nnet_forward(net, ws, X);
+    ngt_nnet_backward(net, ws, y);
+    ngt_optim_step(opt, net, ws, 1e-4f, 1.0f);
+    if (k >= 0) t[k] = ngt_now() - t0;
+  }
+  /* median */
+  for (int i = 1; i < reps; i++)
+    for (int j = i; j > 0 && t[j - 1] > t[j]; j--) { double s = t[j]; t[j] = t[j - 1]; t[j - 1] = s; }
+  double med = t[reps / 2];
+  free(t); free(y); ngt_mat_free(&X); ngt_nnet_ws_free(ws); ngt_optim_free(opt); ngt_nnet_free(net);
+  return med;
+}
+
+int main(int argc, char **argv) {
+  int reps = argc > 2 ? atoi(argv[2]) : 12;
+  if (reps < 3) reps = 3;
+  const char *cfg = speech_cfg;
+  char *filecfg = NULL;
+  if (argc > 1) {
+    ngt_err e = {0};
+    if (ngt_read_text_file(argv[1], &filecfg, &e)) ngt_die("%s", e.msg);
+    cfg = filecfg;
+  }
+  ngt_blas_set_threads(1);
+  printf("bench_step: OpenBLAS %s kernels, %d thread(s); OPENBLAS_CORETYPE=%s\n",
+         ngt_blas_corename(), ngt_blas_get_threads(),
+         getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset: auto-detected)");
+  ngt_nnet *net = NULL;
+  ngt_err e = {0};
+  if (ngt_nnet_from_config(cfg, "bench", &net, &e)) ngt_die("%s", e.msg);
+  printf("network: %zu parameters, input %d, %d components\n", net->num_params, net->input_dim, net->num_comps);
+  const int sizes[2] = {256, 512};
+  for (int s = 0; s < 2; s++) {
+    int N = sizes[s];
+    double fl = step_flops(net, N);
+    double tg = gemm_seconds(net, N, reps);
+    double tp = step_seconds(cfg, N, 0, NGT_PRECOND_NONE, reps);
+    double tn = step_seconds(cfg, N, 1, NGT_PRECOND_ONLINE, reps);
+    double ts = step_seconds(cfg, N, 1, NGT_PRECOND_SIMPLE, reps < 6 ? reps : 6);
+    printf("minibatch %d: SGEMM on the step's shapes %.1f GFLOP/s\n", N, fl / tg * 1e-9);
+    printf("  plain step     %7.2f ms  %8.0f frames/s  %.1f GFLOP/s  ratio to SGEMM %.2f\n",
+           tp * 1e3, N / tp, fl / tp * 1e-9, tg / tp);
+    printf("  online NG step %7.2f ms  %8.0f frames/s  NG/plain time ratio %.3f\n", tn * 1e3, N / tn, tn / tp);
+    printf("  simple NG step %7.2f ms  %8.0f frames/s  simple/plain time ratio %.3f\n", ts * 1e3, N / ts, ts / tp);
+  }
+  ngt_nnet_free(net);
+  free(filecfg);
+  return 0;
+}
