@@ -297,7 +297,7 @@ static void thread_stop(ngt_batcher *b) {
 /* Makes the next chunk current. Returns 0, 1 at the end of the pass, or an error. */
 static int advance_chunk(ngt_batcher *b, ngt_err *err) {
   int st;
-  if (b->o.prefetch) {
+  if (b->thread_running) {
     pthread_mutex_lock(&b->mu);
     while (b->nxt->state == BUF_EMPTY) pthread_cond_wait(&b->cv_full, &b->mu);
     st = b->nxt->state;

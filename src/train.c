@@ -276,8 +276,17 @@ static int load_latest_checkpoint(ctx *c, ngt_err *err) {
                 (c->bmuf && nbd != c->net->num_params)))
       rc = ngt_err_set(&e, NGT_EFORMAT, "checkpoint '%s' does not match this run's layout", path);
     if (!rc) {
+      /* The checkpoint decides the input transform (estimated before iteration 0), so the
+       * structures are compared with the transform set aside. */
       char why[512];
-      if (!ngt_nnet_same_structure(m, c->net, why, sizeof why))
+      int tt = m->transform_type;
+      float *tr = m->transform;
+      m->transform_type = c->net->transform_type;
+      m->transform = c->net->transform;
+      int same = ngt_nnet_same_structure(m, c->net, why, sizeof why);
+      m->transform_type = tt;
+      m->transform = tr;
+      if (!same)
         rc = ngt_err_set(&e, NGT_EFORMAT, "checkpoint '%s' has another network: %s", path, why);
     }
     if (rc) {

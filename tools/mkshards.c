@@ -215,9 +215,9 @@ static void add_utt(ctx *c, const utt *u) {
 static int check_label_range(ctx *c, const char *key, const char *file, int64_t t, int32_t v) {
   if (v > c->max_label) c->max_label = v;
   if (c->num_classes > 0 && v >= c->num_classes)
-    return fail("utterance '%s' frame %" PRId64 " has class %d in '%s' but --num-classes=%d "
-                "(give the number of pdfs: tree-info or am-info prints it)", key, t, v, file,
-                c->num_classes);
+    return fail("'%s': %s%s%sframe %" PRId64 " has class %d but --num-classes=%d (give the "
+                "number of classes; for Kaldi pdfs, tree-info or am-info prints it)", file,
+                key ? "utterance '" : "", key ? key : "", key ? "' " : "", t, v, c->num_classes);
   return 0;
 }
 
@@ -322,11 +322,12 @@ static int pass1_npy(ctx *c) {
     }
     for (int64_t i = 0; i < n; i++) {
       if (lab[i] < 0) {
+        int32_t v = lab[i];
         free(lab);
-        return fail("npy '%s': frame %" PRId64 " has negative label %d", c->npy_labels, t0 + i,
-                    lab[i]);
+        return fail("npy '%s': frame %" PRId64 " has negative label %d (labels are class "
+                    "indices 0 .. C-1)", c->npy_labels, t0 + i, v);
       }
-      if (check_label_range(c, "(npy)", c->npy_labels, t0 + i, lab[i])) { free(lab); return 1; }
+      if (check_label_range(c, NULL, c->npy_labels, t0 + i, lab[i])) { free(lab); return 1; }
     }
   }
   free(lab);
@@ -806,7 +807,7 @@ int main(int argc, char **argv) {
   if (!pos) ngt_die("out of memory");
   if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) {
     free(pos);
-    return fail("%s (see mkshards --help)", err.msg);
+    return fail("%s", err.msg);
   }
   if (help || argc == 1) {
     fputs(usage, help ? stdout : stderr);

@@ -399,7 +399,7 @@ int main(int argc, char **argv) {
   if (!pos) ngt_die("out of memory");
   if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) {
     free(pos);
-    return fail("%s (see nnforward --help)", err.msg);
+    return fail("%s", err.msg);
   }
   if (help || npos != 3) {
     fputs(usage, help ? stdout : stderr);

@@ -95,7 +95,10 @@ typedef struct ngt_frameset {
 /* Load shards into memory. If max_frames > 0 and the shards hold more frames, select
  * a seeded random subset of max_frames frames (stream NGT_RNG_STREAM_SUBSET; whole
  * utterances are kept in feats for splicing but only the selected frames are in
- * `frame`). max_frames <= 0 selects all. Frames are in file order. */
+ * `frame`). max_frames <= 0 selects all. Frames are in file order.
+ * (Subset: utterances are drawn in a seeded random order until they hold about
+ * 2 x max_frames frames, then max_frames of their frames are chosen uniformly, so
+ * memory stays ~2 x max_frames frames however large the corpus; see batcher.c.) */
 int ngt_frameset_load(const char *const *paths, int n_paths, int64_t max_frames, uint64_t seed,
                       ngt_frameset **out, ngt_err *err);
 void ngt_frameset_free(ngt_frameset *fs);

@@ -32,7 +32,7 @@ same_params "$T/a1/final.h5" "$T/r1/final.h5" && pass "resume == uninterrupted (
   && pass "rerun of a finished run says so" || fail "rerun of a finished run"
 
 # the average is the mean of the workers' models: iteration 1 with 2 jobs
-mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/m3" --seed=3 --num-jobs-initial=2 \
+mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/m3" --seed=3 --num-jobs-initial=2 --keep-models=100 \
   --debug-save-jobs=1 >"$T/m3.log" 2>&1
 if ls "$T/m3"/job-1-*.h5 >/dev/null 2>&1; then
   "$B/avgmodel" "$T/m3"/job-1-*.h5 "$T/m3/mean1.h5" >/dev/null
