@@ -30,6 +30,7 @@
  */
 #include "ngtrain/batcher.h"
 
+#include <hdf5.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -137,7 +138,9 @@ ngt_batcher_opts ngt_batcher_opts_default(void) {
 /* ---------------------------------------------------------------- order */
 
 static uint64_t key_epoch(int64_t e) { return ngt_rng_mix(NGT_RNG_STREAM_DATA, (uint64_t)e); }
-static uint64_t key_shard(int64_t e, int64_t s) { return ngt_rng_mix(key_epoch(e), 1 + (uint64_t)s); }
+static uint64_t key_shard(int64_t e, int64_t s) {
+  return ngt_rng_mix(key_epoch(e), 1 + (uint64_t)s);
+}
 static uint64_t key_chunk(int64_t e, int64_t s, int64_t c) {
   return ngt_rng_mix(key_shard(e, s), 1 + (uint64_t)c);
 }
@@ -194,13 +197,13 @@ static int cursor_normalize(ngt_batcher *b, cursor *c) {
 
 /* ---------------------------------------------------------------- the loader */
 
-static int chunk_range(const shard_meta *m, int64_t ci, int64_t *u0, int64_t *u1, int64_t *f0,
-                       int64_t *f1) {
+/* Utterances [u0, u1) and frames [f0, f1) of chunk ci of shard m. */
+static void chunk_range(const shard_meta *m, int64_t ci, int64_t *u0, int64_t *u1, int64_t *f0,
+                        int64_t *f1) {
   *u0 = m->chunk_utt[ci];
   *u1 = m->chunk_utt[ci + 1];
   *f0 = m->utt_offsets[*u0];
   *f1 = m->utt_offsets[*u1];
-  return 0;
 }
 
 /* Reads chunk `c` into buf (feats, labels, utterance bounds, order). */
@@ -270,6 +273,9 @@ static void *prefetch_main(void *arg) {
     pthread_cond_signal(&b->cv_full);
   }
   pthread_mutex_unlock(&b->mu);
+  /* Threadsafe HDF5 keeps one error stack per thread and does not free its messages
+   * when the thread ends: clear it, or a failed read leaks them. */
+  H5Eclear2(H5E_DEFAULT);
   return NULL;
 }
 

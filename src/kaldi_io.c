@@ -101,11 +101,17 @@ static int loc_err(ngt_err *err, int code, const loc *l, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(body, sizeof body, fmt, ap);
   va_end(ap);
-  char where[256] = "";
+  char where[256] = "", key[101] = "";
+  if (l->key) { /* a corrupt file can put any bytes in a "key": print them safely */
+    size_t k = 0;
+    for (; l->key[k] && k + 1 < sizeof key; k++)
+      key[k] = isprint((unsigned char)l->key[k]) ? l->key[k] : '?';
+    key[k] = '\0';
+  }
   if (l->key && l->off >= 0)
-    snprintf(where, sizeof where, ": utterance '%.100s' at byte %lld", l->key, (long long)l->off);
+    snprintf(where, sizeof where, ": utterance '%s' at byte %lld", key, (long long)l->off);
   else if (l->key)
-    snprintf(where, sizeof where, ": utterance '%.100s'", l->key);
+    snprintf(where, sizeof where, ": utterance '%s'", key);
   else if (l->off >= 0)
     snprintf(where, sizeof where, ": at byte %lld", (long long)l->off);
   return ngt_err_set(err, code, "archive '%s'%s: %s", l->file, where, body);
@@ -711,6 +717,7 @@ ngt_kaldi_reader *ngt_kaldi_reader_new_random_access(void) {
   ngt_kaldi_reader *r = calloc(1, sizeof *r);
   if (!r) return NULL;
   r->spec_path = strdup("(random access)");
+  if (!r->spec_path) { free(r); return NULL; }
   r->ark_done = 1;
   return r;
 }
@@ -800,7 +807,8 @@ int ngt_kaldi_reader_next(ngt_kaldi_reader *r, int with_data, ngt_kaldi_entry *e
     r->ark_done = 1;
     if (c == EOF) return truncated(err, &l, &s, "the entry (a key with no matrix)", 1);
     if (c == '\0')
-      return loc_err(err, NGT_EFORMAT, &l, "wrong magic: expected a space after the key");
+      return loc_err(err, NGT_EFORMAT, &l, "wrong magic: a NUL byte right after the key (is this "
+                     "really a Kaldi archive, and not e.g. an npy or HDF5 file?)");
     /* text archives may have any whitespace after the key: fall through to the parser */
   }
   int rc = read_object(r, &s, &l, with_data, e, err);

@@ -333,7 +333,7 @@ static int conv_i32(ngt_npy *a, const unsigned char *b, int64_t k, int64_t e0, v
                     ngt_err *err) {
   int32_t *o = out;
   for (int64_t i = 0; i < k; i++) {
-    int64_t v;
+    int64_t v = 0;
     int rc = int_value(a, b + i * a->itemsize, e0 + i, &v, err);
     if (rc) return rc;
     if (v < INT32_MIN || v > INT32_MAX)

@@ -577,7 +577,7 @@ int ngt_shard_writer_open(const char *path, int D, int num_classes,
   if (compress < 0 || compress > 9)
     return ngt_err_set(err, NGT_EINVAL, "shard '%s': compression level %d, must be 0..9", path,
                        compress);
-  if (chunk > ((int64_t)1 << 30) / D)
+  if (chunk > ((int64_t)1 << 28) / D) /* HDF5 chunks must stay below 4 GiB; keep them < 1 GiB */
     return ngt_err_set(err, NGT_EINVAL, "shard '%s': chunk of %" PRId64 " frames x %d dims is "
                        "too large for HDF5; use a smaller chunk", path, chunk, D);
   ngt_shard_writer *w = calloc(1, sizeof *w);
@@ -841,6 +841,19 @@ static int cmp_str(const void *a, const void *b) {
 int ngt_glob_paths(const char *pattern, char ***paths, int *n, ngt_err *err) {
   *paths = NULL;
   *n = 0;
+  struct stat st;
+  if (stat(pattern, &st) == 0 && S_ISREG(st.st_mode)) { /* an existing file, even if its
+                                                          * name has glob characters */
+    char **one = calloc(1, sizeof *one);
+    if (one) one[0] = strdup(pattern);
+    if (!one || !one[0]) {
+      free(one);
+      return ngt_err_set(err, NGT_ENOMEM, "out of memory expanding '%s'", pattern);
+    }
+    *paths = one;
+    *n = 1;
+    return 0;
+  }
   glob_t g;
   memset(&g, 0, sizeof g);
   int rc = glob(pattern, 0, NULL, &g);

@@ -40,7 +40,8 @@ static toy toy_make(uint64_t seed, int64_t U, int D, int C, int max_len) {
   ngt_rng r = ngt_rng_make(seed, NGT_RNG_STREAM_TEST);
   t.offs = malloc((size_t)(U + 1) * sizeof *t.offs);
   t.offs[0] = 0;
-  for (int64_t u = 0; u < U; u++) t.offs[u + 1] = t.offs[u] + 1 + ngt_rng_below(&r, (uint32_t)max_len);
+  for (int64_t u = 0; u < U; u++)
+    t.offs[u + 1] = t.offs[u] + 1 + ngt_rng_below(&r, (uint32_t)max_len);
   t.T = t.offs[U];
   t.feats = malloc((size_t)t.T * (size_t)D * sizeof *t.feats);
   t.labels = malloc((size_t)t.T * sizeof *t.labels);

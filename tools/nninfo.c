@@ -38,10 +38,12 @@ static int ends_with(const char *s, const char *suf) {
   return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-static void fmt_int_or_default(char *buf, size_t n, long long v, int is_set) {
+/* A configured value, or Kaldi's default for this layer marked with '*'. */
+static void fmt_int_or_default(char *buf, size_t n, long long v, int is_set, long long dflt) {
   if (is_set) snprintf(buf, n, "%lld", v);
-  else snprintf(buf, n, "default");
+  else snprintf(buf, n, "%lld*", dflt);
 }
+static int min_int(int a, int b) { return a < b ? a : b; }
 
 static void print_components(const ngt_nnet *net) {
   printf("components:\n");
@@ -61,22 +63,25 @@ static void print_components(const ngt_nnet *net) {
     }
     size_t np = (size_t)cp->out_dim * (size_t)cp->in_dim + (size_t)cp->out_dim;
     char mc[16], lr[16], ri[16], ro[16], up[16], nsh[24], al[24];
-    const char *ng = cp->ng.use_ng < 0 ? "default" : cp->ng.use_ng ? "true" : "false";
+    const char *ng = cp->ng.use_ng < 0 ? "true*" : cp->ng.use_ng ? "true" : "false";
     if (cp->max_change > 0) snprintf(mc, sizeof mc, "%g", (double)cp->max_change);
     else snprintf(mc, sizeof mc, "off");
     snprintf(lr, sizeof lr, "%g", (double)cp->lr_factor);
-    fmt_int_or_default(ri, sizeof ri, cp->ng.rank_in, cp->ng.rank_in > 0);
-    fmt_int_or_default(ro, sizeof ro, cp->ng.rank_out, cp->ng.rank_out > 0);
-    fmt_int_or_default(up, sizeof up, cp->ng.update_period, cp->ng.update_period > 0);
+    fmt_int_or_default(ri, sizeof ri, cp->ng.rank_in, cp->ng.rank_in > 0,
+                       min_int(20, (cp->in_dim + 1) / 2));
+    fmt_int_or_default(ro, sizeof ro, cp->ng.rank_out, cp->ng.rank_out > 0,
+                       min_int(80, (cp->out_dim + 1) / 2));
+    fmt_int_or_default(up, sizeof up, cp->ng.update_period, cp->ng.update_period > 0, 4);
     if (cp->ng.num_samples_history > 0) snprintf(nsh, sizeof nsh, "%g", cp->ng.num_samples_history);
-    else snprintf(nsh, sizeof nsh, "default");
+    else snprintf(nsh, sizeof nsh, "2000*");
     if (cp->ng.alpha >= 0) snprintf(al, sizeof al, "%g", cp->ng.alpha);
-    else snprintf(al, sizeof al, "default");
+    else snprintf(al, sizeof al, "4*");
     printf("  %3d %5d  %-11s %-16s %10zu %6s %6s  %-7s %7s %8s %6s %7s %7s\n", c, cp->layer, type,
            dims, np, mc, lr, ng, ri, ro, up, nsh, al);
   }
-  printf("  (NG 'default' = the command-line setting, then Kaldi's: rank-in min(20,(I+1)/2), "
-         "rank-out min(80,(O+1)/2), update-period 4, num-samples-history 2000, alpha 4)\n");
+  printf("  (* = not set in the config: Kaldi's default for this layer, rank-in min(20,(I+1)/2), "
+         "rank-out min(80,(O+1)/2), update-period 4, num-samples-history 2000, alpha 4; the "
+         "same ngtrain option, e.g. --rank-in, overrides it)\n");
 }
 
 typedef struct blob_list_ctx {

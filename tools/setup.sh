@@ -12,7 +12,8 @@ PKGS=(build-essential pkg-config meson ninja-build
       libopenblas-dev
       libhdf5-dev hdf5-tools
       check
-      dataset-fashion-mnist)
+      dataset-fashion-mnist
+      clang libclang-rt-14-dev valgrind)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -81,11 +81,14 @@ int ngt_kaldi_reader_next(ngt_kaldi_reader *r, int with_data, ngt_kaldi_entry *e
 /* Random access: read the matrix object at byte `offset` of archive `path` (as an scp
  * line "key path:offset" does; offset 0 of a file holding a single object, too). key is
  * only used in messages and returned in e->key. Uses the reader's open-file cache and
- * buffers; any reader works (open one on "scp:/dev/null"-like input or reuse the table's).
+ * buffers, so it works on any reader (the table's own, or one from
+ * ngt_kaldi_reader_new_random_access); it does not move a sequential reader's position.
+ * An scp range is not applied here: e->mat is the whole stored matrix.
  * Returns 0 or a negative NGT_E* code. */
 int ngt_kaldi_reader_read_at(ngt_kaldi_reader *r, const char *path, int64_t offset,
                              const char *key, int with_data, ngt_kaldi_entry *e, ngt_err *err);
-/* A reader with no table, for ngt_kaldi_reader_read_at only. */
+/* A reader with no table, for ngt_kaldi_reader_read_at only (NULL if out of memory);
+ * close with ngt_kaldi_reader_close. */
 ngt_kaldi_reader *ngt_kaldi_reader_new_random_access(void);
 /* The specifier's file (the ark or scp path), for messages. */
 const char *ngt_kaldi_reader_path(const ngt_kaldi_reader *r);

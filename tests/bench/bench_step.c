@@ -120,7 +120,7 @@ int main(int argc, char **argv) {
   if (reps < 3) reps = 3;
   const char *cfg = speech_cfg;
   char *filecfg = NULL;
-  if (argc > 1) {
+  if (argc > 1 && argv[1][0]) {
     ngt_err e = {0};
     if (ngt_read_text_file(argv[1], &filecfg, &e)) ngt_die("%s", e.msg);
     cfg = filecfg;
