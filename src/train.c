@@ -306,6 +306,26 @@ static int load_latest_checkpoint(ctx *c, ngt_err *err) {
   return found;
 }
 
+/* Remove "<name>.tmp.<pid>" files a killed coordinator left in the run directory (a
+ * checkpoint, final.h5 or metrics.jsonl being written when it died; fileio.h): they are
+ * never read, and for a big model each one is as large as a checkpoint. Only rank 0 of
+ * the one run that owns --dir writes there. Returns how many were removed. */
+static int remove_stale_tmp(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    const char *t = strstr(de->d_name, ".tmp.");
+    if (!t || t == de->d_name || t[5] == '\0' || strspn(t + 5, "0123456789") != strlen(t + 5)) continue;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+    if (unlink(p) == 0) n++;
+  }
+  closedir(d);
+  return n;
+}
+
 /* Keep metrics.jsonl lines of iterations < keep only (after a resume). */
 static void truncate_metrics(const char *path, int keep) {
   FILE *f = fopen(path, "r");
@@ -445,26 +465,34 @@ static void compute_transform(ctx *c) {
   ngt_lda_stats_init(&st, D, C);
   ngt_err err = {0};
   if (c->worker >= 0) {
+    /* Stream lda_frames / W frames of this worker's shards in a seeded order through a
+     * batcher of its own: memory stays bounded by the shuffle buffer, whatever the corpus. */
     int n = 0;
     char **mine = ngt_xcalloc((size_t)c->n_paths, sizeof(char *));
     for (int i = c->worker; i < c->n_paths; i += c->W) mine[n++] = c->paths[i];
-    ngt_frameset *fs = NULL;
-    int64_t want = o->lda_frames / c->W + 1;
-    if (ngt_frameset_load((const char *const *)mine, n, want, ngt_rng_mix(o->seed, 79 + (uint64_t)c->worker),
-                          &fs, &err))
-      fail_local(err.msg);
+    ngt_batcher_opts bo = ngt_batcher_opts_default();
+    bo.ctx_left = c->net->ctx_left;
+    bo.ctx_right = c->net->ctx_right;
+    bo.seed = ngt_rng_mix(o->seed, 79 + (uint64_t)c->worker);
+    bo.shuffle_buffer = o->shuffle_buffer;
+    bo.loop = 0;
+    ngt_batcher *b = NULL;
+    if (ngt_batcher_new((const char *const *)mine, n, &bo, &b, &err)) fail_local(err.msg);
     free(mine);
+    int64_t want = o->lda_frames / c->W + 1;
     const int mb = 1024;
     ngt_mat X = ngt_mat_alloc(mb, D);
     int32_t *y = ngt_xmalloc(sizeof(int32_t) * mb);
-    for (int64_t i = 0; i < fs->n_sel; i += mb) {
-      int k = (int)(fs->n_sel - i < mb ? fs->n_sel - i : mb);
-      ngt_frameset_splice(fs, i, k, c->net->ctx_left, c->net->ctx_right, X, y);
-      ngt_lda_stats_add(&st, ngt_mat_rows(X, 0, k), y);
+    for (int64_t done = 0; done < want;) {
+      int k = (int)(want - done < mb ? want - done : mb), got = 0;
+      if (ngt_batcher_next(b, k, X, y, &got, &err)) fail_local(err.msg);
+      if (got == 0) break;
+      ngt_lda_stats_add(&st, ngt_mat_rows(X, 0, got), y);
+      done += got;
     }
     free(y);
     ngt_mat_free(&X);
-    ngt_frameset_free(fs);
+    ngt_batcher_free(b);
   }
   double *sum = c->rank == 0 ? ngt_xcalloc(st.size, sizeof(double)) : NULL;
   if (ngt_comm_reduce_sum_f64(st.buf, sum, st.size, 0, &err)) fail_local(err.msg);
@@ -763,6 +791,10 @@ int ngt_train_run(const ngt_train_opts *o) {
     if (ngt_mkdir_p(o->dir, &err)) {
       code = err.code; snprintf(msg, sizeof msg, "--dir: %s", err.msg);
     } else {
+      int nt = remove_stale_tmp(o->dir);
+      if (nt > 0)
+        NGT_LOG(NGT_INFO, "removed %d temporary file(s) left in %s by an interrupted run", nt,
+                o->dir);
       int k = load_latest_checkpoint(c, &err);
       if (err.code) {
         code = err.code; snprintf(msg, sizeof msg, "%s", err.msg);

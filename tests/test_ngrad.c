@@ -448,6 +448,95 @@ START_TEST(test_online_vs_reference) {
 }
 END_TEST
 
+/* One update from the same known state, fast vs reference, tightly: no drift can build up,
+ * so float32 agrees to ~1e-5. Case 0 makes rho_{t+1} hit its floor f = delta max sigma (data
+ * only in the span of R_t), which checks d_{t+1} = sigma - rho_{t+1} with the unfloored rho
+ * and rho_{t+1} = f exactly (§2.5, §6 (e)); the others are random states and inputs. */
+START_TEST(test_single_step_vs_reference) {
+  ngt_rng rng = ngt_rng_make(4321, NGT_RNG_STREAM_TEST);
+  for (int c = 0; c < 6; c++) {
+    int D = c == 0 ? 12 : rand_int(&rng, 6, 40), R = c == 0 ? 4 : rand_int(&rng, 1, D - 1);
+    int N = c == 0 ? 30 : rand_int(&rng, 1, 70);
+    ngt_ngrad_opts o = test_opts(R, 1);
+    ngt_ngrad p;
+    init_ok(&p, D, &o);
+    ref_ng ref;
+    ref_init(&ref, R, D, &o);
+    ref.t = 20; /* initialised: no Init */
+    if (c == 0) {
+      ref.rho = 1e-3;
+      const double dd[4] = {400, 3, 2, 1};
+      for (int i = 0; i < R; i++) {
+        ref.d[i] = dd[i];
+        for (int k = i; k < D; k += R) ref.Rt[(size_t)i * D + k] = 1.0 / sqrt((D - 1 - i) / R + 1);
+      }
+    } else {
+      ref.rho = exp(ngt_rng_normal(&rng));
+      for (int i = 0; i < R; i++) ref.d[i] = ref.rho * exp(3 * ngt_rng_uniform(&rng));
+      for (size_t k = 0; k < (size_t)R * D; k++) ref.Rt[k] = ngt_rng_normal(&rng);
+      ref_gram_schmidt(ref.Rt, R, D);
+    }
+    /* the fast state: t, R, rho, d, W = E^{1/2} R_t */
+    size_t n = ngt_ngrad_state_doubles(&p);
+    double *st = malloc(sizeof(double) * n), sd = 0;
+    for (int i = 0; i < R; i++) sd += ref.d[i];
+    double beta = ref.rho * (1 + o.alpha) + o.alpha * sd / D;
+    st[0] = 20;
+    st[1] = R;
+    st[2] = ref.rho;
+    for (int i = 0; i < R; i++) {
+      st[3 + i] = ref.d[i];
+      double se = sqrt(1 / (beta / ref.d[i] + 1));
+      for (int k = 0; k < D; k++) {
+        float w = (float)(se * ref.Rt[(size_t)i * D + k]);
+        st[3 + R + (size_t)i * D + k] = w;
+        ref.Rt[(size_t)i * D + k] = w / se; /* the reference uses exactly the same W */
+      }
+    }
+    ngt_err err = {0};
+    ck_assert_int_eq(ngt_ngrad_state_load(&p, st, n, &err), 0);
+    size_t ND = (size_t)N * D;
+    float *X = malloc(sizeof(float) * ND);
+    double *Xd = malloc(sizeof(double) * ND), *Xh = malloc(sizeof(double) * ND);
+    for (int r = 0; r < N; r++)
+      for (int k = 0; k < D; k++) {
+        double v = 0;
+        if (c == 0) /* in the span of the first two rows of R_t */
+          v = (r % 3 + 1) * ref.Rt[k] + ((r % 5) - 2) * ref.Rt[D + k];
+        else
+          v = ngt_rng_normal(&rng) * (1 + k % 4);
+        X[(size_t)r * D + k] = (float)v;
+      }
+    for (size_t k = 0; k < ND; k++) Xd[k] = X[k];
+    float gf;
+    double gr;
+    ngt_ngrad_precondition(&p, ngt_mat_view(X, N, D, D), &gf);
+    ref_precondition(&ref, Xd, N, Xh, &gr);
+    double num = 0, den = 0;
+    for (size_t k = 0; k < ND; k++) {
+      num += (Xh[k] - X[k]) * (Xh[k] - X[k]);
+      den += Xh[k] * Xh[k];
+    }
+    ck_assert_msg(num <= 1e-10 * den, "case %d (R=%d N=%d D=%d): Xhat rel err %g", c, R, N, D,
+                  sqrt(num / den));
+    ck_assert(approx_eq(gr, gf, 1e-6));
+    ck_assert_msg(approx_eq(ref.rho, p.rho, 1e-5), "case %d: rho ref %.9g fast %.9g", c, ref.rho,
+                  p.rho);
+    for (int i = 0; i < R; i++)
+      ck_assert_msg(approx_eq(ref.d[i], p.d[i], 1e-5), "case %d (R=%d N=%d D=%d): d[%d] ref %.9g "
+                    "fast %.9g", c, R, N, D, i, ref.d[i], p.d[i]);
+    if (c == 0) {
+      ck_assert_msg(p.rho == ref.last_floor || approx_eq(p.rho, ref.last_floor, 1e-6),
+                    "rho %g should sit at its floor %g", p.rho, ref.last_floor);
+      ck_assert(p.d[R - 1] > 2 * p.rho); /* the smallest d is not at the floor */
+    }
+    free(st); free(X); free(Xd); free(Xh);
+    ref_free(&ref);
+    ngt_ngrad_deinit(&p);
+  }
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------------------- */
 /* (h) eta                                                                                    */
 
@@ -1122,6 +1211,7 @@ static Suite *ngrad_suite(void) {
   tcase_add_test(tc, test_strided_view);
   tcase_add_test(tc, test_simple_leave_one_out);
   tcase_add_test(tc, test_simple_degenerate);
+  tcase_add_test(tc, test_single_step_vs_reference);
   tcase_add_test(tc, test_online_vs_reference);
   suite_add_tcase(s, tc);
   return s;

@@ -1,8 +1,9 @@
 /* comm.h — the only module that calls MPI (STYLE.md "MPI etiquette").
  *
- * Every wait is a non-blocking call polled with MPI_Test and a short, growing sleep
- * (20 µs .. 2 ms), so a coordinator or an idle worker waiting for the others uses
- * almost no CPU (Open MPI's blocking calls spin). Every MPI call is checked
+ * Every collective first waits for all ranks to arrive with a non-blocking barrier polled
+ * with MPI_Test and a short, growing sleep (20 µs .. 2 ms), so a coordinator or an idle
+ * worker waiting for the others uses almost no CPU (Open MPI's blocking calls spin); then
+ * the data moves with the blocking collective, at full speed. Every MPI call is checked
  * (MPI_ERRORS_RETURN) and failures come back as NGT_EMPI with the MPI error string.
  * After ngt_comm_init, ngt_die() calls MPI_Abort so that every rank stops.
  *

@@ -24,7 +24,7 @@
 static char fz_dir[256];
 
 /* Make the scratch directory once; quiet the library's logging. */
-static void fz_init(void) {
+static inline void fz_init(void) {
   if (fz_dir[0]) return;
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   snprintf(fz_dir, sizeof fz_dir, "%s/ngt-fuzz.XXXXXX", base);
@@ -36,10 +36,10 @@ static void fz_init(void) {
 }
 
 /* fz_dir/name; the buffer is static per call site (callers copy if they need two). */
-static void fz_path(const char *name, char *out, size_t n) { snprintf(out, n, "%s/%s", fz_dir, name); }
+static inline void fz_path(const char *name, char *out, size_t n) { snprintf(out, n, "%s/%s", fz_dir, name); }
 
 /* Write data to fz_dir/name (replacing it); returns 0 or aborts (a harness failure). */
-static int fz_write(const char *name, const uint8_t *data, size_t size, char *path, size_t n) {
+static inline int fz_write(const char *name, const uint8_t *data, size_t size, char *path, size_t n) {
   fz_path(name, path, n);
   FILE *f = fopen(path, "wb");
   if (!f) {
@@ -58,7 +58,7 @@ static int fz_write(const char *name, const uint8_t *data, size_t size, char *pa
 }
 
 /* The library's error messages must be one NUL-terminated sentence: check it is. */
-static void fz_check_err(const ngt_err *e) {
+static inline void fz_check_err(const ngt_err *e) {
   size_t n = strnlen(e->msg, sizeof e->msg);
   if (n == sizeof e->msg) abort(); /* not terminated */
   if (e->code != 0 && n == 0) abort(); /* an error without a message */

@@ -4,24 +4,29 @@
  * Input: one mode byte, then the body. Mode (first byte % 5):
  *   0  body is an archive, read sequentially with data          ("ark:P")
  *   1  body is an archive, read shape-only (with_data = 0)
- *   2  body is an scp list, read in order; relative paths resolve in the scratch
- *      directory, which holds a.ark (three FM matrices, 4x3, 1x5, 2x2, written by
- *      ngt_kaldi_writer at start-up) and t.ark (its text form) for the seeds to point at
+ *   2  body is an scp list, read in order; for the seeds to point at, the harness
+ *      writes ARCH_DIR/a.ark (three FM matrices, 4x3, 1x5, 2x2, with ngt_kaldi_writer)
+ *      and ARCH_DIR/t.ark (the same as text) at start-up
  *   3  body is an alignment file (text or binary); every key at the start of a line
  *      or before " \0B" is looked up
  *   4  body is a compressed-matrix payload: byte 1 % 3 picks CM/CM2/CM3, the rest is
  *      the payload; rows and cols come from its 16-byte header (as the reader does)
  * Every returned matrix is touched in full (ASan sees an undersized buffer).
  */
+#include <sys/stat.h>
+
 #include "fuzz_common.h"
 #include "ngtrain/kaldi_io.h"
+
+/* fixed, so the seeds' scp lines can name it (gen_seeds.c writes the same files) */
+#define ARCH_DIR "/tmp/ngt-fuzz-kaldi"
 
 static void setup_archives(void) {
   static int done;
   if (done) return;
   done = 1;
-  if (chdir(fz_dir) != 0) abort();
-  const char *specs[2] = {"ark:a.ark", "ark,t:t.ark"};
+  mkdir(ARCH_DIR, 0755);
+  const char *specs[2] = {"ark:" ARCH_DIR "/a.ark", "ark,t:" ARCH_DIR "/t.ark"};
   for (int s = 0; s < 2; s++) {
     ngt_kaldi_writer *w = NULL;
     ngt_err err = {0};

@@ -27,6 +27,7 @@ static void try_blob(const char *path, const char *name, int type) {
     volatile unsigned char s = 0;
     for (size_t i = 0; i < n * es; i += 61) s ^= ((unsigned char *)d)[i];
     s ^= ((unsigned char *)d)[n * es - 1];
+    (void)s;
   }
   free(d);
 }

@@ -214,6 +214,21 @@ static void gen_kaldi(const utts *u, const char *tmp) {
     }
     check(ngt_kaldi_writer_close(w, &err), "close");
   }
+  /* the harness's archives live in /tmp/ngt-fuzz-kaldi (fuzz_kaldi_io.c ARCH_DIR) */
+  const char *scps[2] = {"a.scp", "t.scp"};
+  for (int s = 0; s < 2; s++) {
+    char line[512];
+    FILE *f = fopen(scps[s], "rb"), *g = fopen("tmp.scp", "wb");
+    while (fgets(line, sizeof line, f)) {
+      char *sp = strchr(line, ' ');
+      if (!sp) exit(1);
+      *sp = '\0';
+      fprintf(g, "%s /tmp/ngt-fuzz-kaldi/%s", line, sp + 1);
+    }
+    fclose(f);
+    fclose(g);
+    if (rename("tmp.scp", scps[s])) exit(1);
+  }
   write_kaldi_seed("scp-a", 2, "a.scp");
   write_kaldi_seed("scp-t", 2, "t.scp");
   /* hand-made scp lines: ranges, no offset, a missing file, a pipe */
@@ -225,11 +240,12 @@ static void gen_kaldi(const utts *u, const char *tmp) {
     fclose(f);
     for (int k = 0; k < 3; k++) line[k][strcspn(line[k], "\n")] = '\0';
     FILE *g = fopen("r.scp", "wb");
-    fprintf(g, "%s[1:2]\n%s[0:0,1:3]\n%s[:,0:0]\nnooff a.ark\n", line[0], line[1], line[2]);
+    fprintf(g, "%s[1:2]\n%s[0:0,1:3]\n%s[:,0:0]\nnooff /tmp/ngt-fuzz-kaldi/t.ark\n", line[0],
+            line[1], line[2]);
     fclose(g);
     write_kaldi_seed("scp-ranges", 2, "r.scp");
     g = fopen("m.scp", "wb");
-    fprintf(g, "%s\nmissing b.ark:12\n", line[2]);
+    fprintf(g, "%s\nmissing /tmp/ngt-fuzz-kaldi/b.ark:12\n", line[2]);
     fclose(g);
     write_kaldi_seed("scp-missing", 2, "m.scp");
   }

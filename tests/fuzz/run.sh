@@ -15,6 +15,7 @@ set -uo pipefail
 S=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SECS=${1:-20}
 W=${2:-/tmp/ngt-fuzz}
+mkdir -p "$W" && W=$(cd "$W" && pwd)
 shift $(($# > 2 ? 2 : $#))
 ALL=(nnet_config opts nnet_load shard kaldi_io npy)
 WANT=("${@:-${ALL[@]}}")
@@ -42,6 +43,26 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$S/tests/fuzz/lsan.supp:print_s
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export HDF5_USE_FILE_LOCKING=FALSE
 export OPENBLAS_NUM_THREADS=1
+
+# classify LOG: "hdf5" if the sanitizer report is a crash inside libhdf5 on memory libhdf5
+# allocated itself (an upstream HDF5 bug on a corrupt file, e.g. HDF5 1.10.8's
+# use-after-free in H5Aexists, reproducible without ngtrain), else "ngtrain". The first
+# frame that is not a sanitizer interceptor or libFuzzer decides, for the faulting access
+# and for the allocation; a buffer ngtrain allocated and HDF5 overran counts as ngtrain's.
+classify() {
+  awk '
+    function top(line) { return line ~ /libhdf5/ ? "hdf5" : "ngtrain" }
+    /^ *#[0-9]+ 0x/ {
+      if ($0 ~ /__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|in (malloc|calloc|realloc|free|memcpy|memmove|memset)[ (]|LLVMFuzzerTestOneInput|in main |libc_start|_start /) next
+      if (!seen_access) { access = top($0); seen_access = 1 }
+      else if (in_alloc && !seen_alloc) { alloc = top($0); seen_alloc = 1 }
+      next
+    }
+    /allocated by thread|freed by thread/ { in_alloc = 1 }
+    END {
+      if (seen_access && access == "hdf5" && (!seen_alloc || alloc == "hdf5")) print "hdf5"; else print "ngtrain"
+    }' "$1"
+}
 
 status=0
 summary=()
@@ -86,19 +107,43 @@ for p in "${WANT[@]}"; do
     fi
     echo "ok   - $p: replayed $nreg regression input(s) and $((${#replay[@]} - nreg)) seed(s)"
   fi
-  # 2. fuzz
-  mkdir -p "$W/corpus/$p"
-  if "$bin" -max_total_time="$SECS" -timeout=25 -rss_limit_mb=2048 -max_len=65536 \
-       -print_final_stats=1 -artifact_prefix="$W/crashes/$p-" \
-       "$W/corpus/$p" "$S/tests/fuzz/corpus/$p" >"$W/logs/$p-fuzz.log" 2>&1; then
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$W/logs/$p-fuzz.log" | grep -o '[0-9]*$')
-    cov=$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE)' "$W/logs/$p-fuzz.log" | tail -1 | grep -o 'cov: [0-9]*')
-    echo "ok   - $p: ${execs:-?} executions in ${SECS}s, ${cov:-cov: ?}, no crash"
-    summary+=("$p: ${execs:-?} execs in ${SECS}s, ${cov:-cov: ?}, no crash")
-  else
-    echo "FAIL - $p: the fuzzer found a problem:"
-    grep -E "ERROR|SUMMARY|Test unit written|fatal|exited|#[0-9]+ 0x" "$W/logs/$p-fuzz.log" | head -30 | sed 's/^/    /'
-    status=1; summary+=("$p: CRASH (see $W/logs/$p-fuzz.log)")
+  # 2. fuzz, restarting after crashes inside HDF5 itself (see classify) until time is up
+  mkdir -p "$W/corpus/$p" "$W/crashes/hdf5-upstream"
+  rm -f "$W/logs/$p-fuzz."*.log
+  t_end=$((SECONDS + SECS)) execs=0 upstream=0 ok=1 part=0
+  while :; do
+    left=$((t_end - SECONDS))
+    ((left >= 2)) || break
+    part=$((part + 1))
+    log="$W/logs/$p-fuzz.$part.log"
+    if "$bin" -max_total_time="$left" -timeout=25 -rss_limit_mb=2048 -max_len=65536 \
+         -print_final_stats=1 -artifact_prefix="$W/crashes/$p-" \
+         "$W/corpus/$p" "$S/tests/fuzz/corpus/$p" >"$log" 2>&1; then
+      n=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
+      execs=$((execs + ${n:-0}))
+      break
+    fi
+    art=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
+    n=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+    execs=$((execs + ${n:-0}))
+    if [[ "$(classify "$log")" == hdf5 && -n "$art" && $upstream -lt 20 ]]; then
+      upstream=$((upstream + 1))
+      mv "$art" "$W/crashes/hdf5-upstream/$p-$(basename "$art")"
+      echo "     $p: a crash inside libhdf5 itself (upstream bug, not ngtrain code): $(grep -m1 SUMMARY "$log")"
+      echo "       input kept as $W/crashes/hdf5-upstream/$p-$(basename "$art"); fuzzing on"
+      continue
+    fi
+    ok=0
+    echo "FAIL - $p: the fuzzer found a problem (log: $log, input: ${art:-?}):"
+    grep -E "ERROR|SUMMARY|runtime error|fatal|exited|#[0-9]+ 0x" "$log" | head -30 | sed 's/^/    /'
+    status=1; summary+=("$p: CRASH (see $log)")
+    break
+  done
+  if ((ok)); then
+    cov=$(grep -hE '^#[0-9]+.*cov: ' "$W/logs/$p-fuzz."*.log 2>/dev/null | tail -1 | grep -o 'cov: [0-9]*')
+    note=$( ((upstream)) && echo ", $upstream crash(es) inside libhdf5 set aside" )
+    echo "ok   - $p: $execs executions in ${SECS}s, ${cov:-cov: ?}, no ngtrain crash$note"
+    summary+=("$p: $execs execs in ${SECS}s, ${cov:-cov: ?}, no ngtrain crash$note")
   fi
 done
 echo "--- fuzz summary"
