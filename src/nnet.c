@@ -777,6 +777,20 @@ static void pnorm_backward(int G, ngt_mat in, ngt_mat out, ngt_mat d_out, ngt_ma
   }
 }
 
+/* Sums over a row in 8 float lanes (vectorised), combined in double: as accurate as the
+ * float data for D up to a few thousand, and no double conversion in the inner loop. */
+static double dot8(const float *a, const float *b, int D) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int j = 0;
+  for (; j + 8 <= D; j += 8)
+    for (int k = 0; k < 8; k++) acc[k] += a[j + k] * b[j + k];
+  double s = 0.0;
+  for (int k = 0; k < 8; k++) s += acc[k];
+  for (; j < D; j++) s += (double)a[j] * b[j];
+  return s;
+}
+static double sumsq8(const float *a, int D) { return dot8(a, a, D); }
+
 /* Normalize (Kaldi NormalizeComponent, target RMS 1, docs/ngsgd.md §4.7):
  * y = x f, f = 1/sqrt(max(2^-66, x^T x / D)).  in, out (N, D). */
 static void normalize_forward(ngt_mat in, ngt_mat out) {
@@ -784,9 +798,7 @@ static void normalize_forward(ngt_mat in, ngt_mat out) {
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0);
     float *y = &NGT_AT(out, n, 0);
-    double ss = 0.0;
-    for (int j = 0; j < D; j++) ss += (double)x[j] * x[j];
-    double m = ss / D;
+    double m = sumsq8(x, D) / D;
     float f = (float)(1.0 / sqrt(m > NGT_NORM_FLOOR ? m : NGT_NORM_FLOOR));
     for (int j = 0; j < D; j++) y[j] = x[j] * f;
   }
@@ -797,12 +809,8 @@ static void normalize_backward(ngt_mat in, ngt_mat d_out, ngt_mat d_in) {
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0), *dy = &NGT_AT(d_out, n, 0);
     float *dx = &NGT_AT(d_in, n, 0);
-    double ss = 0.0, dot = 0.0;
-    for (int j = 0; j < D; j++) {
-      ss += (double)x[j] * x[j];
-      dot += (double)dy[j] * x[j];
-    }
-    double m = ss / D;
+    double dot = dot8(dy, x, D);
+    double m = sumsq8(x, D) / D;
     if (m > NGT_NORM_FLOOR) {
       double f = 1.0 / sqrt(m);
       float a = (float)f, b = (float)(f * f * f / D * dot);

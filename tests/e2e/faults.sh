@@ -116,6 +116,11 @@ done
   || fail "coordinator SIGKILL: only $kills kills landed"
 train "$T/c" >"$T/c-final.log" 2>&1 || { fail "coordinator SIGKILL: rerun failed"; tail -10 "$T/c-final.log"; }
 resumes_identical "coordinator SIGKILL" "$T/c" "$T/c-final.log"
+if ((tmps > 0)); then
+  grep -q "removed $tmps temporary file" "$T/c-final.log" && (($(count_tmp "$T/c") == 0)) \
+    && pass "coordinator SIGKILL: the rerun removed the $tmps leftover temp file(s)" \
+    || fail "coordinator SIGKILL: leftover temp files not cleaned up"
+fi
 
 # ---- 3a. the disk full while writing a checkpoint: a tmpfs of 2.5 MB holds 0.h5 and three
 # checkpoints (~0.6 MB each), so writing the fifth fails
