@@ -180,3 +180,29 @@ void ngt_opts_print_values(const ngt_opt *table, FILE *out) {
     fprintf(out, "  %-30s %s%s\n", o->name, val[0] ? val : "-", o->seen ? "" : "  (default)");
   }
 }
+
+int ngt_opts_tool(ngt_opt *table, int argc, char **argv, const char *prog, const char *usage,
+                  int min_pos, int max_pos, char ***pos, int *npos, int *exit_code) {
+  *pos = calloc((size_t)argc + 1, sizeof(char *));
+  if (!*pos) {
+    fprintf(stderr, "%s: out of memory\n", prog);
+    *exit_code = 1;
+    return 1;
+  }
+  int help = 0;
+  ngt_err err = {0};
+  if (ngt_opts_parse(table, argc, argv, *pos, npos, &help, &err)) {
+    fprintf(stderr, "%s: %s\n", prog, err.msg);
+    *exit_code = 1;
+  } else if (help || *npos < min_pos || (max_pos >= 0 && *npos > max_pos)) {
+    FILE *out = help ? stdout : stderr;
+    fputs(usage, out);
+    ngt_opts_print_help(table, out);
+    *exit_code = help ? 0 : 1;
+  } else {
+    return 0;
+  }
+  free(*pos);
+  *pos = NULL;
+  return 1;
+}

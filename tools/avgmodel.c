@@ -30,20 +30,10 @@ int main(int argc, char **argv) {
   ngt_opt table[] = {{"weights", NGT_OPT_STRING, &weights,
                       "colon-separated weights, one per input (renormalised to sum 1)", 0},
                      {0, 0, 0, 0, 0}};
-  char **pos = calloc((size_t)argc + 1, sizeof(char *));
-  int npos = 0, help = 0;
+  char **pos = NULL;
+  int npos = 0, code = 0;
+  if (ngt_opts_tool(table, argc, argv, "avgmodel", usage, 2, -1, &pos, &npos, &code)) return code;
   ngt_err err = {0};
-  if (!pos) ngt_die("out of memory");
-  if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) {
-    fprintf(stderr, "avgmodel: %s\n", err.msg);
-    return 1;
-  }
-  if (help || npos < 2) {
-    fputs(usage, help ? stdout : stderr);
-    ngt_opts_print_help(table, help ? stdout : stderr);
-    free(pos);
-    return help ? 0 : 1;
-  }
   int n = npos - 1;
   const char *out = pos[n];
   double *w = calloc((size_t)n, sizeof(double));

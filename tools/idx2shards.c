@@ -23,6 +23,12 @@ static int read_u32be(FILE *f, uint32_t *v) {
   return 0;
 }
 
+static const char *usage =
+    "idx2shards: IDX images + labels (MNIST format) -> ngtrain shards, one frame per image.\n"
+    "Usage: idx2shards --images=FILE --labels=FILE --out=PREFIX [--num-shards=N]\n"
+    "e.g.:  idx2shards --images=/tmp/train-images --labels=/tmp/train-labels --num-shards=8 --out=fm/train\n"
+    "Options:\n";
+
 int main(int argc, char **argv) {
   const char *images = NULL, *labels = NULL, *out = NULL;
   int nshards = 1;
@@ -36,22 +42,14 @@ int main(int argc, char **argv) {
       {"seed", NGT_OPT_UINT64, &seed, "shuffle seed", 0},
       {"limit", NGT_OPT_INT64, &limit, "use only the first N images (0 = all)", 0},
       {0, 0, 0, 0, 0}};
-  char **pos = calloc((size_t)argc + 1, sizeof(char *));
-  int npos = 0, help = 0;
-  ngt_err err = {0};
-  if (!pos) ngt_die("out of memory");
-  if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) {
-    fprintf(stderr, "idx2shards: %s\n", err.msg);
+  char **pos = NULL;
+  int npos = 0, code = 0;
+  if (ngt_opts_tool(table, argc, argv, "idx2shards", usage, 0, 0, &pos, &npos, &code)) return code;
+  if (!images || !labels || !out) {
+    fprintf(stderr, "idx2shards: --images, --labels and --out are required (see --help)\n");
     return 1;
   }
-  if (help || !images || !labels || !out || npos) {
-    fputs("idx2shards: IDX images + labels (MNIST format) -> ngtrain shards, one frame per image.\n"
-          "Usage: idx2shards --images=FILE --labels=FILE --out=PREFIX [--num-shards=N]\n"
-          "e.g.:  idx2shards --images=/tmp/train-images --labels=/tmp/train-labels --num-shards=8 --out=fm/train\n"
-          "Options:\n", help ? stdout : stderr);
-    ngt_opts_print_help(table, help ? stdout : stderr);
-    return help ? 0 : 1;
-  }
+  ngt_err err = {0};
   if (nshards < 1) { fprintf(stderr, "idx2shards: --num-shards=%d must be >= 1\n", nshards); return 1; }
   FILE *fi = fopen(images, "rb"), *fl = fopen(labels, "rb");
   if (!fi || !fl) { fprintf(stderr, "idx2shards: cannot open '%s'\n", !fi ? images : labels); return 1; }

@@ -31,20 +31,10 @@ int main(int argc, char **argv) {
       {"minibatch-size", NGT_OPT_INT, &mb, "frames per forward pass", 0},
       {"seed", NGT_OPT_UINT64, &seed, "seed of the subset", 0},
       {0, 0, 0, 0, 0}};
-  char **pos = calloc((size_t)argc + 1, sizeof(char *));
-  int npos = 0, help = 0;
+  char **pos = NULL;
+  int npos = 0, code = 0;
+  if (ngt_opts_tool(table, argc, argv, "nneval", usage, 2, -1, &pos, &npos, &code)) return code;
   ngt_err err = {0};
-  if (!pos) ngt_die("out of memory");
-  if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) {
-    fprintf(stderr, "nneval: %s\n", err.msg);
-    return 1;
-  }
-  if (help || npos < 2) {
-    fputs(usage, help ? stdout : stderr);
-    ngt_opts_print_help(table, help ? stdout : stderr);
-    free(pos);
-    return help ? 0 : 1;
-  }
   if (mb < 1) {
     fprintf(stderr, "nneval: --minibatch-size=%d must be >= 1\n", mb);
     return 1;

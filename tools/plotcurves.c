@@ -65,25 +65,18 @@ static void panel(FILE *f, const series *s, int x0, int y0, int w, int h, const 
   }
 }
 
+static const char *usage =
+    "plotcurves: draw a run's training curves (DIR/metrics.jsonl) as an SVG.\n"
+    "Usage: plotcurves [--out=FILE.svg] DIR\ne.g.:  plotcurves exp/demo\nOptions:\n";
+
 int main(int argc, char **argv) {
   const char *out = NULL;
   ngt_opt table[] = {{"out", NGT_OPT_STRING, &out, "output SVG (default DIR/curves.svg)", 0},
                      {0, 0, 0, 0, 0}};
-  char **pos = calloc((size_t)argc + 1, sizeof(char *));
-  int npos = 0, help = 0;
+  char **pos = NULL;
+  int npos = 0, code = 0;
+  if (ngt_opts_tool(table, argc, argv, "plotcurves", usage, 1, 1, &pos, &npos, &code)) return code;
   ngt_err err = {0};
-  if (!pos) ngt_die("out of memory");
-  if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) {
-    fprintf(stderr, "plotcurves: %s\n", err.msg);
-    return 1;
-  }
-  if (help || npos != 1) {
-    fputs("plotcurves: draw a run's training curves (DIR/metrics.jsonl) as an SVG.\n"
-          "Usage: plotcurves [--out=FILE.svg] DIR\ne.g.:  plotcurves exp/demo\nOptions:\n",
-          help ? stdout : stderr);
-    ngt_opts_print_help(table, help ? stdout : stderr);
-    return help ? 0 : 1;
-  }
   char mp[4096], op[4096];
   snprintf(mp, sizeof mp, "%s/metrics.jsonl", pos[0]);
   snprintf(op, sizeof op, "%s", out ? out : "");

@@ -52,6 +52,14 @@ int ngt_opts_parse(ngt_opt *table, int argc, char **argv, char **pos, int *npos,
 void ngt_opts_print_help(const ngt_opt *table, FILE *out);
 /* Print the resolved values as a two-column table (start-up log). */
 void ngt_opts_print_values(const ngt_opt *table, FILE *out);
+/* The front door of every tool: parse argv with table. Returns 0 with the positional
+ * arguments in *pos (caller frees the array, not the strings) when the tool should run.
+ * Returns 1 with *exit_code set when it should exit at once: after --help (usage and the
+ * option list on stdout, code 0), after a bad option ("prog: message" on stderr, code 1),
+ * or when the number of positionals is outside [min_pos, max_pos] (usage on stderr, code
+ * 1; max_pos < 0 means no upper limit). */
+int ngt_opts_tool(ngt_opt *table, int argc, char **argv, const char *prog, const char *usage,
+                  int min_pos, int max_pos, char ***pos, int *npos, int *exit_code);
 /* Lookup by name; NULL if absent. */
 ngt_opt *ngt_opts_find(ngt_opt *table, const char *name);
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The tools on real models: avgmodel (Kaldi nnet3-average semantics), nninfo, plotcurves.
+source "$(dirname "$0")/lib.sh" "$1"
+"$B/ngtrain" "${SMALL[@]}" --num-epochs=1 --dir="$T/a" --seed=1 --keep-models=100 >"$T/a.log" 2>&1 || { cat "$T/a.log"; exit 1; }
+A="$T/a/2.h5"; Bm="$T/a/4.h5"
+
+"$B/avgmodel" "$A" "$A" "$A" "$T/aaa.h5" >/dev/null
+same_params "$A" "$T/aaa.h5" && pass "avgmodel of 3 copies is the model" || fail "avgmodel of copies differs"
+"$B/avgmodel" "$A" "$Bm" "$T/ab.h5" >/dev/null
+"$B/avgmodel" "$A" "$A" "$Bm" "$Bm" "$T/aabb.h5" >/dev/null
+h5diff -q -d 1e-7 "$T/ab.h5" "$T/aabb.h5" /components /components && ! same_params "$T/ab.h5" "$A" \
+  && pass "avgmodel of two models is their mean" || fail "avgmodel of two models"
+"$B/avgmodel" --weights=1:0 "$A" "$Bm" "$T/w10.h5" >/dev/null
+same_params "$A" "$T/w10.h5" && pass "--weights=1:0 gives the first model" || fail "--weights=1:0"
+out=$("$B/avgmodel" --weights=2:2 "$A" "$Bm" "$T/w22.h5" 2>&1)
+grep -q "renormalising" <<<"$out" && same_params "$T/w22.h5" "$T/ab.h5" \
+  && pass "--weights=2:2 warns and renormalises" || fail "--weights renormalisation"
+expect_fail "avgmodel: weight count" "2 input model" "$B/avgmodel" --weights=1:2:3 "$A" "$Bm" "$T/x.h5"
+printf 'input dim=13 context=-3..3\nlayer type=relu dim=64\noutput dim=48\n' >"$T/other.cfg"
+"$B/ngtrain" "${SMALL[@]}" --config="$T/other.cfg" --num-epochs=1 --dir="$T/o" >/dev/null 2>&1
+expect_fail "avgmodel: different structures refused" "different structures" "$B/avgmodel" "$A" "$T/o/final.h5" "$T/x.h5"
+"$B/ngtrain" "${SMALL[@]}" --num-epochs=1 --dir="$T/c" --input-transform=cmvn >/dev/null 2>&1
+expect_fail "avgmodel: LDA vs CMVN refused" "input transform type differs" "$B/avgmodel" "$T/a/final.h5" "$T/c/final.h5" "$T/x.h5"
+"$B/ngtrain" "${SMALL[@]}" --num-epochs=1 --dir="$T/l" --lda-frames=5000 >/dev/null 2>&1
+expect_fail "avgmodel: two different LDA transforms refused" "different input transforms" "$B/avgmodel" "$T/a/final.h5" "$T/l/final.h5" "$T/x.h5"
+[[ ! -e "$T/x.h5" ]] && pass "no output written on refusal" || fail "output written on refusal"
+
+"$B/nninfo" "$A" >"$T/info" && grep -q "positions" "$T/info" && grep -q "ngstate" "$T/info" \
+  && pass "nninfo lists a checkpoint's train state" || fail "nninfo checkpoint"
+"$B/nninfo" "$S/data/nnet-small.cfg" | grep -q "20\*" && pass "nninfo shows resolved NG defaults" || fail "nninfo NG defaults"
+"$B/plotcurves" "$T/a" >/dev/null && grep -q "<polyline" "$T/a/curves.svg" && pass "plotcurves draws an SVG" || fail "plotcurves"
+expect_fail "plotcurves: not a run dir" "metrics.jsonl" "$B/plotcurves" "$T/nowhere"
+for t in ngtrain nninfo nneval avgmodel nnforward mkshards mkdata plotcurves idx2shards; do
+  "$B/$t" --help >"$T/h" 2>&1 && grep -qi "e\.g\.\|example" "$T/h" || fail "$t --help lacks an example"
+done
+pass "every program has --help with an example"
+[[ $fails -eq 0 ]]
