@@ -433,6 +433,9 @@ static int read_object(ngt_kaldi_reader *r, src *s, const loc *l0, int with_data
         return loc_err(err, NGT_EFORMAT, &l, "bad %s matrix size %d x %d", r->tok, rows, cols);
       if (rows == 0) cols = 0;
       int64_t esz = format == NGT_KALDI_FM ? 4 : 8;
+      if ((int64_t)rows * cols > INT64_MAX / (int64_t)esz) /* would overflow (found by fuzzing) */
+        return loc_err(err, NGT_EFORMAT, &l, "%s matrix size %d x %d is impossibly large "
+                       "(corrupt archive)", r->tok, rows, cols);
       int64_t nbytes = (int64_t)rows * cols * esz;
       char what[96];
       snprintf(what, sizeof what, "the %.8s data of %d x %d %s", r->tok, rows, cols,
@@ -1163,6 +1166,12 @@ int ngt_kaldi_ali_open(const char *spec, ngt_kaldi_ali **out, ngt_err *err) {
       if (grow((void **)&a->keys, &a->keys_cap, a->keys_len + 2)) goto oom;
       a->keys[a->keys_len++] = (char)c;
       c = src_getc(&s);
+    }
+    if (a->keys_len == k0) { /* no key at all, e.g. a NUL first (found by fuzzing) */
+      rc = ngt_err_set(err, NGT_EFORMAT, "alignments '%s' line %lld: expected an utterance key, "
+                       "found byte 0x%02x (is this a binary archive without its key?)", path,
+                       (long long)lineno, c == EOF ? 0 : (unsigned)c);
+      goto fail;
     }
     a->keys[a->keys_len++] = '\0';
     const char *key = a->keys + k0;

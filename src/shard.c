@@ -275,6 +275,15 @@ int ngt_shard_open(const char *path, ngt_shard **out, ngt_err *err) {
                      "entries (0, ..., %" PRId64 ")", path, sh->num_frames);
     goto fail;
   }
+  if (od[0] > fd[0] + 1) {
+    /* Utterances are non-empty, so U <= T; refusing more entries also keeps the size
+     * arithmetic of the allocation below from wrapping (found by fuzzing). */
+    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /utt_offsets has %llu entries but the "
+                     "shard holds only %" PRId64 " frames, so at most %" PRId64 " utterances "
+                     "(the file is damaged; remake it)", path, (unsigned long long)od[0],
+                     sh->num_frames, sh->num_frames);
+    goto fail;
+  }
   sh->num_utts = (int64_t)od[0] - 1;
   sh->utt_offsets = malloc((size_t)od[0] * sizeof *sh->utt_offsets); /* (U+1) */
   if (!sh->utt_offsets) {

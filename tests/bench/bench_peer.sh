@@ -17,7 +17,7 @@ peer=$(/usr/bin/python3 "$S/tests/bench/peer_torch.py" 12)
 echo "$peer"
 for N in 256 512; do
   a=$(awk -v n=$N '$1=="minibatch" && $2==n":" {f=1} f && /plain step/ {print $5; exit}' <<<"$ours")
-  g=$(awk -v n=$N '$1=="minibatch" && $2==n":" {f=1} f && /online NG step/ {print $5; exit}' <<<"$ours")
+  g=$(awk -v n=$N '$1=="minibatch" && $2==n":" {f=1} f && /online NG step/ {print $6; exit}' <<<"$ours")
   p=$(awk -v n=$N '$1=="peer" && $2==n {print $3}' <<<"$peer")
   awk -v n=$N -v a="$a" -v g="$g" -v p="$p" 'BEGIN{printf "minibatch %d: ngtrain plain %.0f, ngtrain NG %.0f, PyTorch plain %.0f frames/s; ngtrain/PyTorch %.2f (plain), %.2f (NG)\n", n, a, g, p, a/p, g/p}'
 done
