@@ -635,12 +635,16 @@ static void average_models(ctx *c, const int32_t *accept, int n_accept) {
     for (size_t i = 0; i < P; i++) c->net->params[i] = c->sum[i] * inv;
     return;
   }
-  /* BMUF with Nesterov block momentum (Chen & Huo 2016):
-   *   G = W̄ − W_g;  Δ = η Δ + ζ G;  W_g += Δ;  workers restart from W_g + η Δ. */
+  /* BMUF with Nesterov block momentum (Chen & Huo 2016). The jobs started from the
+   * broadcast look-ahead W_b = W_g + η Δ, and the block gradient is measured from there:
+   *   G = W̄ − W_b;  Δ ← η Δ + ζ G;  W_g ← W_g + Δ;  the next broadcast is W_g + η Δ.
+   * (Measuring G from W_g instead counts η Δ twice: Δ grows by η(1+ζ) per block, which
+   * diverges for η > 1/2.) */
   double eta = c->o->block_momentum >= 0 ? c->o->block_momentum : 1.0 - 1.0 / c->sched.jobs_final;
   float fe = (float)eta, fz = (float)c->o->block_lr;
   for (size_t i = 0; i < P; i++) {
-    float g = c->sum[i] * inv - c->bmuf_global[i];
+    float wb = c->bmuf_global[i] + fe * c->bmuf_delta[i];
+    float g = c->sum[i] * inv - wb;
     c->bmuf_delta[i] = fe * c->bmuf_delta[i] + fz * g;
     c->bmuf_global[i] += c->bmuf_delta[i];
   }
