@@ -29,12 +29,11 @@ for N in (256, 512):
     y = torch.randint(0, 2000, (N,))
     times = []
     for k in range(reps + 3):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # CPU time of this thread: one intra-op thread runs here
         opt.zero_grad(set_to_none=True)
         loss = torch.nn.functional.nll_loss(m(x), y, reduction="sum")
         loss.backward()
         opt.step()
         if k >= 3:
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    print(f"peer {N} {N / times[len(times) // 2]:.0f}")
+            times.append(time.thread_time() - t0)
+    print(f"peer {N} {N / min(times):.0f}")  # best repeat, as bench_step
