@@ -20,6 +20,7 @@
 #include <hdf5.h>
 #include <libgen.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -742,6 +743,12 @@ int ngt_nnet_load_blob(const char *path, const char *name, int type, void **data
   }
   hsize_t d;
   H5Sget_simple_extent_dims(sp, &d, NULL);
+  if (d > (hsize_t)(SIZE_MAX / es)) { /* d * es would wrap: a tiny buffer for a huge read */
+    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': /train_state/%s claims %llu elements, more "
+                     "than memory can hold (the file is damaged; use an earlier checkpoint)",
+                     path, name, (unsigned long long)d);
+    goto out_close;
+  }
   void *buf = malloc(d ? (size_t)d * es : 1);
   if (!buf) {
     rc = ngt_err_set(err, NGT_ENOMEM, "model '%s': out of memory reading /train_state/%s (%llu "

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# tools/test.sh — set up (packages + build) and run the whole test suite.
-#   bash tools/test.sh            # release build with -Werror, `meson test`
-#   NGT_SANITIZE=1 bash tools/test.sh   # also an address+undefined sanitizer build
+# tools/test.sh — set up (packages + build) and run the whole test suite:
+#   1. release build with -Werror: every unit and end-to-end test (meson test);
+#   2. address + undefined-behaviour sanitizer build: the unit tests, leaks checked;
+#   3. a bounded fuzzing run of every input parser (tests/fuzz/run.sh), if present.
+#   NGT_SANITIZE=0 skips 2, NGT_FUZZ_SECONDS=N sets 3's time per parser (0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 source tools/env.sh
 meson test -C build --print-errorlogs --num-processes 2
-if [[ -n ${NGT_SANITIZE:-} ]]; then
+
+if [[ ${NGT_SANITIZE:-1} != 0 ]]; then
+  echo "== sanitizer build (address, undefined): unit tests"
   [[ -f build-asan/build.ninja ]] || meson setup build-asan -Db_sanitize=address,undefined \
       -Db_lundef=false -Dbuildtype=debugoptimized -Dwerror=true >/dev/null
   ninja -C build-asan >/dev/null
-  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite e2e
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  LSAN_OPTIONS=suppressions=$PWD/tests/fuzz/lsan.supp \
+    meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit
+fi
+
+if [[ -f tests/fuzz/run.sh && ${NGT_FUZZ_SECONDS:-15} != 0 ]]; then
+  echo "== fuzzing: ${NGT_FUZZ_SECONDS:-15} s per parser"
+  bash tests/fuzz/run.sh "${NGT_FUZZ_SECONDS:-15}"
 fi

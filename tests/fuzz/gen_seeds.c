@@ -122,7 +122,7 @@ static void gen_shards(const utts *u) {
   check(ngt_shard_write(p, u->feats, u->T, u->D, u->labels, u->offsets, u->U,
                         (const char *const *)u->ids, u->C, &o, &err), p);
   o.compress = 0;
-  o.chunk_frames = 4096;
+  o.chunk_frames = 32;
   path_of("shard", "dev1-noids.h5", p, sizeof p);
   int64_t off1[2] = {0, u->offsets[1]};
   check(ngt_shard_write(p, u->feats, off1[1], u->D, u->labels, off1, 1, NULL, u->C, &o, &err), p);
@@ -133,7 +133,6 @@ static void gen_shards(const utts *u) {
   const char *id1 = "x";
   path_of("shard", "tiny.h5", p, sizeof p);
   check(ngt_shard_write(p, &f1, 1, 1, &l1, o1, 1, &id1, 1, &o, &err), p);
-  /* a model file is not a shard: the reader must say so */
 }
 
 /* ------------------------------------------------------------------ models */

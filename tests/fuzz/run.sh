@@ -4,9 +4,13 @@
 # For each harness tests/fuzz/fuzz_<parser>.c (built with clang -fsanitize=fuzzer,address,
 # undefined against the library sources it needs):
 #   1. replay every input in tests/fuzz/regress/<parser>/ (crashes found and fixed before:
-#      each must now run clean), then the seed corpus tests/fuzz/corpus/<parser>/;
-#   2. fuzz for SECONDS_EACH seconds, starting from the seeds (new inputs go to
-#      WORKDIR/corpus/<parser>, never into the source tree).
+#      each must now run clean), then the seed corpus tests/fuzz/corpus/<parser>/, then each
+#      seed named crash-* (a crash found in code not fixed yet: it fails the run until the
+#      fix lands, then belongs in regress/);
+#   2. fuzz for SECONDS_EACH seconds, starting from the seeds (minus the crash-* ones; new
+#      inputs go to WORKDIR/corpus/<parser>, never into the source tree). A crash inside
+#      libhdf5 itself on a corrupt file (an upstream HDF5 bug, see classify below) is set
+#      aside in WORKDIR/crashes/hdf5-upstream/ and fuzzing goes on; any other crash fails.
 # Exits nonzero if any replay or fuzz run finds a crash, a sanitizer report, a leak, an
 # exit() from library code, a timeout or an out-of-memory; the reproducer is saved as
 # WORKDIR/crashes/<parser>-crash-<sha1> (replay it with WORKDIR/bin/fuzz_<parser> FILE).
@@ -44,23 +48,34 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export HDF5_USE_FILE_LOCKING=FALSE
 export OPENBLAS_NUM_THREADS=1
 
-# classify LOG: "hdf5" if the sanitizer report is a crash inside libhdf5 on memory libhdf5
-# allocated itself (an upstream HDF5 bug on a corrupt file, e.g. HDF5 1.10.8's
-# use-after-free in H5Aexists, reproducible without ngtrain), else "ngtrain". The first
-# frame that is not a sanitizer interceptor or libFuzzer decides, for the faulting access
-# and for the allocation; a buffer ngtrain allocated and HDF5 overran counts as ngtrain's.
+# classify LOG: "hdf5" if the sanitizer report is a memory error inside libhdf5 that is
+# HDF5's own bug on a corrupt file (not a buffer ngtrain handed it), else "ngtrain".
+#  - the faulting access must be in libhdf5 (first frame that is not a sanitizer
+#    interceptor or libFuzzer), and
+#  - either the HDF5 API function ngtrain called takes no buffer from ngtrain (H5Aexists,
+#    H5Fopen, H5Dopen2, ...: then no ngtrain memory can be involved; HDF5 1.10.8 has a
+#    use-after-free in H5Aexists on damaged attribute messages, reproducible with a
+#    10-line program and no ngtrain code), or the memory involved was allocated/freed
+#    by libhdf5 itself. A buffer ngtrain allocated and HDF5 overran counts as ngtrain's.
 classify() {
   awk '
-    function top(line) { return line ~ /libhdf5/ ? "hdf5" : "ngtrain" }
+    function skip(line) {
+      return line ~ /__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|in (malloc|calloc|realloc|free|memcpy|memmove|memset)[ (]|libc_start|_start |\/libc\.so|sysdeps\/|in __(mem|str)[a-z_0-9]+ / 
+    }
     /^ *#[0-9]+ 0x/ {
-      if ($0 ~ /__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|in (malloc|calloc|realloc|free|memcpy|memmove|memset)[ (]|LLVMFuzzerTestOneInput|in main |libc_start|_start /) next
-      if (!seen_access) { access = top($0); seen_access = 1 }
-      else if (in_alloc && !seen_alloc) { alloc = top($0); seen_alloc = 1 }
+      if (skip($0)) next
+      if (stack == 0) {                          # the access (or crash) stack
+        if (!seen_access) { access = ($0 ~ /libhdf5/) ? "hdf5" : "ngtrain"; seen_access = 1 }
+        if ($0 ~ /libhdf5/ && !left_hdf5) { if (match($0, / in H5[A-Za-z0-9_]+/)) api = substr($0, RSTART + 4, RLENGTH - 4) }
+        else left_hdf5 = 1
+      } else if (!seen_alloc) { alloc = ($0 ~ /libhdf5/) ? "hdf5" : "ngtrain"; seen_alloc = 1 }
       next
     }
-    /allocated by thread|freed by thread/ { in_alloc = 1 }
+    /allocated by thread|freed by thread/ { stack = 1 }
     END {
-      if (seen_access && access == "hdf5" && (!seen_alloc || alloc == "hdf5")) print "hdf5"; else print "ngtrain"
+      nobuf = "^(H5Aexists|H5Aexists_by_name|H5Lexists|H5Fopen|H5Fis_hdf5|H5Fclose|H5Gopen2|H5Gget_info|H5Dopen2|H5Aopen|H5Aopen_by_name|H5Aget_type|H5Aget_space|H5Dget_type|H5Dget_space|H5Oopen|H5Oget_info3|H5Tget_class|H5Tget_size|H5Tis_variable_str)$"
+      if (seen_access && access == "hdf5" && (api ~ nobuf || !seen_alloc || alloc == "hdf5")) print "hdf5"
+      else print "ngtrain"
     }' "$1"
 }
 
@@ -92,24 +107,36 @@ for p in "${WANT[@]}"; do
     continue
   fi
   bin="$W/bin/fuzz_$p"
-  # 1. replay: regressions first, then the seeds; each input runs once
-  replay=()
-  [[ -d "$S/tests/fuzz/regress/$p" ]] && while IFS= read -r f; do replay+=("$f"); done \
-    < <(find "$S/tests/fuzz/regress/$p" -type f | sort)
-  nreg=${#replay[@]}
-  while IFS= read -r f; do replay+=("$f"); done < <(find "$S/tests/fuzz/corpus/$p" -type f | sort)
-  if ((${#replay[@]})); then
-    if ! "$bin" -timeout=30 -rss_limit_mb=2048 "${replay[@]}" >"$W/logs/$p-replay.log" 2>&1; then
-      echo "FAIL - $p: replaying the regression/seed inputs crashed:"
-      grep -E "Running:|ERROR|SUMMARY|fatal|#[0-9]+ 0x" "$W/logs/$p-replay.log" | tail -25 | sed 's/^/    /'
-      status=1; summary+=("$p: replay FAILED (see $W/logs/$p-replay.log)")
-      continue
-    fi
-    echo "ok   - $p: replayed $nreg regression input(s) and $((${#replay[@]} - nreg)) seed(s)"
+  # 1. replay: each regression input (must run clean), the seeds in one batch, then each
+  #    known crash seed (crash-*, unfixed): still crashing fails the run with its name
+  replay_one() { "$bin" -timeout=30 -rss_limit_mb=2048 "$@" >"$W/logs/$p-replay.log" 2>&1; }
+  show() { grep -E "ERROR|SUMMARY|runtime error|fatal|#[0-9]+ 0x" "$W/logs/$p-replay.log" | grep -v "fuzzer::" | head -${1:-12} | sed 's/^/    /'; }
+  nreg=0 nseed=0
+  while IFS= read -r f; do
+    nreg=$((nreg + 1))
+    replay_one "$f" || { echo "FAIL - $p: regression input $(basename "$f") crashes again:"; show; status=1
+                         summary+=("$p: regression $(basename "$f") FAILED"); }
+  done < <(find "$S/tests/fuzz/regress/$p" -type f 2>/dev/null | sort)
+  seeds=()
+  while IFS= read -r f; do seeds+=("$f"); done < <(find "$S/tests/fuzz/corpus/$p" -type f ! -name 'crash-*' | sort)
+  if ((${#seeds[@]})) && ! replay_one "${seeds[@]}"; then
+    echo "FAIL - $p: a seed input crashes:"; show 20; status=1; summary+=("$p: seed replay FAILED")
+  else
+    echo "ok   - $p: replayed $nreg regression input(s) and ${#seeds[@]} seed(s)"
   fi
+  while IFS= read -r f; do
+    if replay_one "$f"; then
+      echo "note - $p: known crash $(basename "$f") no longer crashes: move it to tests/fuzz/regress/$p/"
+    else
+      echo "FAIL - $p: known crash $(basename "$f") still crashes (unfixed; docs/results/trust.md):"; show 6
+      status=1; summary+=("$p: known crash $(basename "$f") still crashes")
+    fi
+  done < <(find "$S/tests/fuzz/corpus/$p" -type f -name 'crash-*' | sort)
   # 2. fuzz, restarting after crashes inside HDF5 itself (see classify) until time is up
-  mkdir -p "$W/corpus/$p" "$W/crashes/hdf5-upstream"
-  rm -f "$W/logs/$p-fuzz."*.log
+  # seeds without the crash-* ones (known, unfixed crashes: the replay above reports them)
+  rm -rf "$W/seeds/$p" "$W/logs/$p-fuzz."*.log
+  mkdir -p "$W/corpus/$p" "$W/seeds/$p" "$W/crashes/hdf5-upstream"
+  find "$S/tests/fuzz/corpus/$p" -type f ! -name 'crash-*' -exec cp {} "$W/seeds/$p/" \;
   t_end=$((SECONDS + SECS)) execs=0 upstream=0 ok=1 part=0
   while :; do
     left=$((t_end - SECONDS))
@@ -118,7 +145,7 @@ for p in "${WANT[@]}"; do
     log="$W/logs/$p-fuzz.$part.log"
     if "$bin" -max_total_time="$left" -timeout=25 -rss_limit_mb=2048 -max_len=65536 \
          -print_final_stats=1 -artifact_prefix="$W/crashes/$p-" \
-         "$W/corpus/$p" "$S/tests/fuzz/corpus/$p" >"$log" 2>&1; then
+         "$W/corpus/$p" "$W/seeds/$p" >"$log" 2>&1; then
       n=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
       execs=$((execs + ${n:-0}))
       break
@@ -129,6 +156,7 @@ for p in "${WANT[@]}"; do
     if [[ "$(classify "$log")" == hdf5 && -n "$art" && $upstream -lt 20 ]]; then
       upstream=$((upstream + 1))
       mv "$art" "$W/crashes/hdf5-upstream/$p-$(basename "$art")"
+      rm -f "$W/corpus/$p/${art##*-}"   # corpus files are named by SHA-1, like artifacts
       echo "     $p: a crash inside libhdf5 itself (upstream bug, not ngtrain code): $(grep -m1 SUMMARY "$log")"
       echo "       input kept as $W/crashes/hdf5-upstream/$p-$(basename "$art"); fuzzing on"
       continue
