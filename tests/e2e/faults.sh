@@ -28,7 +28,8 @@ rank_pid() {
 # number of checkpoint temp files ("N.h5.tmp.PID") in $1, without forking
 count_tmp() { local f; shopt -s nullglob; f=("$1"/*.tmp.*); shopt -u nullglob; echo ${#f[@]}; }
 n_tmp=0
-set_n_tmp() { local f; shopt -s nullglob; f=("$1"/*.tmp.*); shopt -u nullglob; n_tmp=${#f[@]}; }
+# number of model temp files (N.h5.tmp.PID) of writer pid $2 in $1, into n_tmp (no fork)
+set_n_tmp() { local f; shopt -s nullglob; f=("$1"/*.h5.tmp."$2"); shopt -u nullglob; n_tmp=${#f[@]}; }
 newest_ckpt() { { ls "$1" 2>/dev/null || true; } | sed -n 's/^\([0-9][0-9]*\)\.h5$/\1/p' | sort -n | tail -1; }
 # wait until checkpoint >= $2 exists in $1 while job $3 runs (60 s at most)
 wait_ckpt() {
@@ -88,14 +89,14 @@ for round in 1 2 3 4 5; do
   mp=$!
   wait_ckpt "$T/c" 0 $mp || { wait $mp || true; break; }
   start=$(newest_ckpt "$T/c")
-  old=$(count_tmp "$T/c")
   pid0=
   for ((i = 0; i < 200; i++)); do pid0=$(rank_pid "$T/c" 0) && break; sleep 0.05; done
   if ((round % 2)); then
-    # poll for a new checkpoint temp file (one being written now), then kill at once
-    for ((i = 0; i < 5000; i++)); do
-      set_n_tmp "$T/c"
-      if ((n_tmp > old)); then
+    # poll for a temp file of this rank 0 (a checkpoint being written now: the writer
+    # names it N.h5.tmp.<its pid>), then kill at once
+    for ((i = 0; i < 5000 && ${#pid0} > 0; i++)); do
+      set_n_tmp "$T/c" "$pid0"
+      if ((n_tmp > 0)); then
         [[ -n "$pid0" ]] && kill -9 "$pid0" && during=$((during + 1))
         break
       fi
