@@ -969,8 +969,8 @@ int ngt_train_run(const ngt_train_opts *o) {
         retry++;
         if (retry > o->max_retries)
           ngt_die("iteration %d diverged in every job %d times, even at learning rate x%g; "
-                  "stopping. Lower --initial-effective-lrate or --max-param-change and resume "
-                  "(rerun the same command)", it, retry, (double)lr_scale);
+                  "stopping. Lower --initial-effective-lrate (or set --max-param-change / per-layer "
+                  "max-change) and train again in a new --dir", it, retry, (double)lr_scale);
         lr_scale *= 0.5f;
         NGT_LOG(NGT_WARN, "iteration %d: every job diverged; retrying with the learning rate "
                 "halved (x%g)", it, (double)lr_scale);

@@ -37,4 +37,15 @@ out=$("$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/corrupt" 2>&1) && [[ -f "$T
 # a bad shard among the training shards
 cp "$S"/data/train-*.h5 "$T/" && printf 'not hdf5' >"$T/train-9999.h5"
 expect_fail "corrupt shard named" "train-9999.h5" "$B/ngtrain" "${SMALL[@]}" --train="$T/train-*.h5" --dir="$T/y"
+# divergence: every job diverges, the iteration is retried at half the rate, then a clear stop
+printf 'input dim=13 context=-3..3\nlayer type=relu dim=64 max-change=0\noutput dim=48 max-change=0\n' >"$T/div.cfg"
+expect_fail "divergence: retried, then a clear stop" "diverged in every job 4 times" \
+  mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" --config="$T/div.cfg" --dir="$T/div" --num-epochs=1 \
+  --initial-effective-lrate=1e30 --final-effective-lrate=1e29 --max-param-change=0 \
+  --input-transform=none --use-natural-gradient=false
+[[ $(grep -c "retrying with the learning rate halved" <<<"$(mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" \
+   --config="$T/div.cfg" --dir="$T/div2" --num-epochs=1 --initial-effective-lrate=1e30 \
+   --final-effective-lrate=1e29 --max-param-change=0 --input-transform=none \
+   --use-natural-gradient=false 2>&1)") -eq 3 ]] && pass "divergence: three retries at halved rates" \
+  || fail "divergence retries"
 [[ $fails -eq 0 ]]
