@@ -139,6 +139,15 @@ elif cmd == "cpu":          # cpu SAMPLES TCK : per-rank CPU % (mean over the ru
         win = [100 * (b[1] - a[1]) / tck / (b[0] - a[0]) for a, b in zip(s, s[1:]) if b[0] > a[0]]
         out.append("%d:%.1f:%.1f:%.0f" % (rank, mean, statistics.median(win), s[-1][0] - s[0][0]))
     print(" ".join(out))
+elif cmd == "workcpu":      # workcpu SAMPLES TCK : sum over ranks >= 1 of the median 1-s CPU share
+    tck = float(args[1]); per = {}
+    for l in open(args[0]):
+        t, rank, ticks = l.split(); per.setdefault(int(rank), []).append((float(t), float(ticks)))
+    tot = 0.0
+    for rank, s in per.items():
+        if rank == 0 or len(s) < 3: continue
+        tot += statistics.median((b[1] - a[1]) / tck / (b[0] - a[0]) for a, b in zip(s, s[1:]) if b[0] > a[0])
+    print("%.3f" % tot)
 PYEOF
 py() { "$PY" "$EV" "$@"; }
 
@@ -185,10 +194,10 @@ nwarn() { grep -c " WARN " "$OUT/runs/$1.log" 2>/dev/null || true; }
 failmsg() { grep -m1 -E "error|diverged" "$OUT/runs/$1.log" | sed 's/^.*\(INFO\|WARN\|ERROR\) //' | cut -c1-90; }
 
 machine_info() { # the header of every results file
-  local blas
-  blas=$(grep -h -o -m1 "BLAS [^;]*" "$OUT"/runs/*.log 2>/dev/null | head -n1)
+  local blas="" f
+  for f in "$OUT"/runs/*.log; do blas=$(grep -o -m1 "BLAS [^;]*" "$f") && break; done
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' (+ uncommitted changes)')"
-  echo "- machine: nproc $(nproc), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1), $(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo); ngtrain prints \"${blas:-?}\"; $(mpirun --version 2>/dev/null | head -n1)"
+  echo "- machine: nproc $(nproc), $(sed -n '/^model name/{s/^model name\s*: //p;q}' /proc/cpuinfo), $(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo); ngtrain prints \"${blas:-?}\"; $(mpirun --version 2>/dev/null | sed -n 1p)"
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # wall T0: elapsed time since T0, and how many runs were trained or reused (counted since reset_counts)
@@ -557,8 +566,14 @@ cmd_parallel() {
       echo "  \`$OUT/speech-small.cfg\`: 440 -> 2 x relu-renorm 256 -> $nc, $(grep -m1 -o '[0-9]* parameters' "$OUT/runs/cost-small-default-J2.log"),"
       echo "  iteration 1): avg_s ${c3[4]} s of ${c3[6]} s = **$(awk -v x="${c3[4]}" -v it="${c3[6]}" 'BEGIN{printf "%.3f", 100*x/it}') %**."
     fi
+    local w1 w2
+    w1=$(py workcpu "$OUT/runs/cost-speech-J1.cpu" "$(getconf CLK_TCK)")
+    w2=$(py workcpu "$OUT/runs/cost-speech-J2.cpu" "$(getconf CLK_TCK)")
     echo "- Speed-up from 1 to 2 workers on $(nproc) cores, same total frames ($((6 * COST_S))), iterations >= 1:"
     echo "  ${c1[2]} -> ${c2[2]} frames/s = **x$(awk -v a="${c1[2]}" -v b="${c2[2]}" 'BEGIN{printf "%.2f", b/a}')** (whole runs incl. start-up: $(awk -v a="$(grep -o '[0-9.]* s in all' "$OUT/runs/cost-speech-J1.log" | cut -d' ' -f1)" -v b="$(grep -o '[0-9.]* s in all' "$OUT/runs/cost-speech-J2.log" | cut -d' ' -f1)" 'BEGIN{printf "%.1f s -> %.1f s", a, b}'))."
+    echo "  The workers got $w1 and $w2 CPUs in all (median of the 1-s windows; others' jobs share the"
+    echo "  machine), i.e. $(awk -v f="${c1[2]}" -v w="$w1" 'BEGIN{printf "%.0f", f/w}') and $(awk -v f="${c2[2]}" -v w="$w2" 'BEGIN{printf "%.0f", f/w}') frames per worker-CPU-second; with a whole core per"
+    echo "  worker that would be a speed-up of 2 x $(awk -v f1="${c1[2]}" -v w1="$w1" -v f2="${c2[2]}" -v w2="$w2" 'BEGIN{printf "%.0f / %.0f = x%.2f", f2/w2, f1/w1, 2*(f2/w2)/(f1/w1)}') (an estimate, not a measurement)."
     local cpu r
     echo "- CPU use per rank during the 2-job run (/proc/<pid>/stat utime+stime, sampled every second; rank 0"
     echo "  is the coordinator: it checkpoints, evaluates the 2000-frame subset, averages, and otherwise waits"
