@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh — build the libFuzzer harnesses and run each for a bounded time.
 #   bash tests/fuzz/run.sh [SECONDS_EACH=20] [WORKDIR=/tmp/ngt-fuzz] [HARNESS...]
+# SECONDS_EACH=0 replays only (step 1 below): deterministic, what tools/test.sh runs.
+# Random fuzzing (SECONDS_EACH > 0) can find libhdf5's own bugs on damaged files at any
+# moment, so it is an evidence run, never part of the test command.
 # For each harness tests/fuzz/fuzz_<parser>.c (built with clang -fsanitize=fuzzer,address,
 # undefined against the library sources it needs):
 #   1. replay every input in tests/fuzz/regress/<parser>/ (crashes found and fixed before:
@@ -60,7 +63,9 @@ export OPENBLAS_NUM_THREADS=1
 classify() {
   awk '
     function skip(line) {
-      return line ~ /__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|in (malloc|calloc|realloc|free|memcpy|memmove|memset)[ (]|libc_start|_start |\/libc\.so|sysdeps\/|in __(mem|str)[a-z_0-9]+ / 
+      # sanitizer interceptors (strdup, strlen, memcpy, ... compiled into the harness),
+      # libFuzzer and libc start-up frames are not where the fault is
+      return line ~ /__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|in (malloc|calloc|realloc|free|memcpy|memmove|memset|memcmp|strdup|strndup|strlen|strnlen|strcpy|strncpy|strcmp|strncmp|strcat|strchr|strrchr|strstr|sprintf|snprintf|vsnprintf)[ (]|libc_start|_start |\/libc\.so|sysdeps\/|in __(mem|str)[a-z_0-9]+ / 
     }
     /^ *#[0-9]+ 0x/ {
       if (skip($0)) next
@@ -132,6 +137,7 @@ for p in "${WANT[@]}"; do
       status=1; summary+=("$p: known crash $(basename "$f") still crashes")
     fi
   done < <(find "$S/tests/fuzz/corpus/$p" -type f -name 'crash-*' | sort)
+  if ((SECS == 0)); then summary+=("$p: replayed $nreg regression input(s) and ${#seeds[@]} seed(s)"); continue; fi
   # 2. fuzz, restarting after crashes inside HDF5 itself (see classify) until time is up
   # seeds without the crash-* ones (known, unfixed crashes: the replay above reports them)
   rm -rf "$W/seeds/$p" "$W/logs/$p-fuzz."*.log
