@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "ngtrain/fileio.h"
+#include "ngtrain/hash.h"
 
 #define CACHE_FILES 8 /* archives kept open for scp / random access */
 
@@ -1092,12 +1093,6 @@ struct ngt_kaldi_ali {
   char tok[64];
 };
 
-static uint64_t fnv1a(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
-}
-
 static ali_slot *ali_find_slot(const ngt_kaldi_ali *a, const char *key, uint64_t h) {
   size_t mask = a->nslots - 1;
   for (size_t i = h & mask;; i = (i + 1) & mask) {
@@ -1212,7 +1207,7 @@ int ngt_kaldi_ali_open(const char *spec, ngt_kaldi_ali **out, ngt_err *err) {
       }
     }
     if (2 * (a->n + 1) > a->nslots && ali_rehash(a)) goto oom;
-    uint64_t h = fnv1a(key);
+    uint64_t h = ngt_fnv1a64_str(key);
     ali_slot *slot = ali_find_slot(a, key, h);
     if (slot->key_off1) {
       rc = ngt_err_set(err, NGT_EFORMAT, "alignments '%s' line %lld: utterance '%s' appears twice "
@@ -1243,7 +1238,7 @@ int ngt_kaldi_ali_get(ngt_kaldi_ali *a, const char *key, const int32_t **labels,
                       ngt_err *err) {
   *labels = NULL;
   *n = 0;
-  ali_slot *slot = ali_find_slot(a, key, fnv1a(key));
+  ali_slot *slot = ali_find_slot(a, key, ngt_fnv1a64_str(key));
   if (!slot->key_off1) return 0;
   if (fseeko(a->f, (off_t)slot->off, SEEK_SET) != 0)
     return ngt_err_set(err, NGT_EIO, "alignments '%s': cannot seek: %s", a->path, strerror(errno));

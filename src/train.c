@@ -28,6 +28,7 @@
 #include "ngtrain/comm.h"
 #include "ngtrain/evaluate.h"
 #include "ngtrain/fileio.h"
+#include "ngtrain/hash.h"
 #include "ngtrain/lda.h"
 #include "ngtrain/log.h"
 #include "ngtrain/mat.h"
@@ -161,9 +162,7 @@ static void sync_status(ctx *c, int code, const char *msg) {
 }
 
 static double hash_text(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; s && *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return (double)(h >> 11); /* exact in a double */
+  return (double)(ngt_fnv1a64_str(s) >> 11); /* exact in a double */
 }
 
 static void make_signature(ctx *c) {

@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include "ngtrain/hash.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -139,12 +140,6 @@ static void *grow_or_die(void *p, size_t *cap, size_t need, size_t elem) {
   return np;
 }
 
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
-}
-
 /* Insert key (already at arena offset off) into the set; 1 if it was new, 0 if a duplicate. */
 static int key_set_insert(ctx *c, size_t off) {
   if (2 * (c->key_set_count + 1) > c->key_set_n) {
@@ -153,7 +148,7 @@ static int key_set_insert(ctx *c, size_t off) {
     if (!ns) ngt_die("mkshards: out of memory");
     for (size_t i = 0; i < c->key_set_n; i++) {
       if (!c->key_set[i]) continue;
-      size_t j = hash_str(c->keys + c->key_set[i] - 1) & (nn - 1);
+      size_t j = ngt_fnv1a64_str(c->keys + c->key_set[i] - 1) & (nn - 1);
       while (ns[j]) j = (j + 1) & (nn - 1);
       ns[j] = c->key_set[i];
     }
@@ -162,7 +157,7 @@ static int key_set_insert(ctx *c, size_t off) {
     c->key_set_n = nn;
   }
   const char *k = c->keys + off;
-  size_t j = hash_str(k) & (c->key_set_n - 1);
+  size_t j = ngt_fnv1a64_str(k) & (c->key_set_n - 1);
   while (c->key_set[j]) {
     if (!strcmp(c->keys + c->key_set[j] - 1, k)) return 0;
     j = (j + 1) & (c->key_set_n - 1);
