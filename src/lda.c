@@ -1,4 +1,4 @@
-/* lda.c — the fixed input transform of docs/ngsgd.md §4.9 (Kaldi's "scaled LDA
+/* lda.c — the fixed input transform of docs/algorithm.md §4.9 (Kaldi's "scaled LDA
  * without dimensionality reduction", nnet3 lda.mat; paper Appendix C.6) and CMVN.
  * See include/ngtrain/lda.h for the contract.
  *
@@ -9,7 +9,7 @@
  * scatter = Σ x xᵀ about the origin, both triangles kept (it is symmetric), so the
  * elementwise sum of two buffers is the buffer of the union of their frames.
  *
- * Derivation (docs/ngsgd.md §4.9 steps 1-8; Kaldi LdaEstimate::Estimate):
+ * Derivation (docs/algorithm.md §4.9 steps 1-8; Kaldi LdaEstimate::Estimate):
  *   (eqn:mu)    μ = sum / N,   μ_c = class_sum_c / n_c
  *   (eqn:T)     T = scatter / N − μ μᵀ                        total covariance
  *   (eqn:B)     B = Σ_c (n_c/N)(μ_c − μ)(μ_c − μ)ᵀ = ZᵀZ,      between-class,
@@ -163,7 +163,7 @@ static int lda_check_finite(const ngt_lda_stats *st, const char *what, ngt_err *
   return NGT_OK;
 }
 
-/* Steps 1-8 of docs/ngsgd.md §4.9 in double; T (D, D+1) row-major = [M, −M μ]. */
+/* Steps 1-8 of docs/algorithm.md §4.9 in double; T (D, D+1) row-major = [M, −M μ]. */
 int ngt_lda_compute_f64(const ngt_lda_stats *st, const ngt_lda_opts *o, double *T,
                         ngt_lda_info *info, ngt_err *err) {
   NGT_ASSERT(st != NULL && st->buf != NULL && o != NULL && T != NULL);

@@ -1,11 +1,11 @@
 /* ngrad.c — Kaldi's online natural-gradient preconditioner (nnet3 OnlineNaturalGradient)
  * and the older stateless "simple" method; see include/ngtrain/ngrad.h for the contract
- * and docs/ngsgd.md §2 for the long form.
+ * and docs/algorithm.md §2 for the long form.
  *
  * Dimension letters used throughout this file:
  *   N  rows of the minibatch X (vectors), D  dimension (columns), R  rank of the estimate.
  *
- * Model (docs/ngsgd.md §2.3). The Fisher estimate after t calls is
+ * Model (docs/algorithm.md §2.3). The Fisher estimate after t calls is
  *   F_t = R_t^T D_t R_t + rho_t I,  R_t (R x D) orthonormal rows, D_t = diag(d_t) > 0  (eqn:F)
  *   beta_t = rho_t (1 + alpha) + (alpha / D) sum_i d_t,i                            (eqn:beta)
  *   e_t,i = 1 / (beta_t / d_t,i + 1),   u_i = e_t,i^{-1/2}                             (eqn:e)
@@ -47,14 +47,14 @@
 
 #include "ngtrain/rng.h"
 
-/* Kaldi constants (docs/ngsgd.md §2.7). */
+/* Kaldi constants (docs/algorithm.md §2.7). */
 #define NGRAD_NUM_INITIAL_UPDATES 10
 #define NGRAD_CONDITION_THRESHOLD 1.0e6
 /* Kaldi re-orthogonalises only when must_reorth and only if R_{t+1} is off by > 1e-3. In
  * float32 the power step alone drifts R_{t+1} by up to ~1e-2 on spiky inputs at condition
  * numbers far below 1e6 (measured 6.8e-3 at R=29, D=41, cond(C)=2e5), so ngtrain checks O
  * after every update (one R^2 D syrk, ~R/(3N) of the call) and re-orthogonalises beyond
- * 1e-4, the SelfTest tolerance; this keeps docs/ngsgd.md §6 (d) true. */
+ * 1e-4, the SelfTest tolerance; this keeps docs/algorithm.md §6 (d) true. */
 #define NGRAD_ORTH_THRESHOLD 1.0e-4
 #define NGRAD_CHOLESKY_BOUND 100.0
 #define NGRAD_SELFTEST_ORTH_TOL 1.0e-4
@@ -133,7 +133,7 @@ int ngt_ngrad_opts_check(const ngt_ngrad_opts *o, int D, const char *what, ngt_e
   return 0;
 }
 
-/* (eqn:eta) docs/ngsgd.md §2.3. */
+/* (eqn:eta) docs/algorithm.md §2.3. */
 double ngt_ngrad_eta(const ngt_ngrad_opts *o, int N) {
   if (o->num_minibatches_history > 0.0) return 1.0 / o->num_minibatches_history;
   double eta = 1.0 - exp(-(double)N / o->num_samples_history);
@@ -152,7 +152,7 @@ static double compute_beta(const ngt_ngrad *p, const double *d, double rho) {
   return rho * (1.0 + p->o.alpha) + p->o.alpha * sd / p->D;
 }
 
-/* InitDefault (docs/ngsgd.md §2.6 step 1): rho = d_i = epsilon, W = sqrt(e) R_0 with R_0 the
+/* InitDefault (docs/algorithm.md §2.6 step 1): rho = d_i = epsilon, W = sqrt(e) R_0 with R_0 the
  * special orthonormal matrix (row r: columns r, r+R, ..., first entry 1.1, then normalised). */
 static void init_default(ngt_ngrad *p) {
   int R = p->R, D = p->D;
@@ -191,7 +191,7 @@ static void ws_reserve(ngt_ngrad *p, int N) {
 }
 
 /* Gram-Schmidt on the rows of W (R x D, float storage, double dot products), re-randomising
- * rows that vanish (Kaldi MatrixBase::OrthogonalizeRows; docs/ngsgd.md §2.6 step 4). */
+ * rows that vanish (Kaldi MatrixBase::OrthogonalizeRows; docs/algorithm.md §2.6 step 4). */
 static void gram_schmidt_rows(ngt_ngrad *p, float *W) {
   int R = p->R, D = p->D;
   ngt_rng rng = ngt_rng_make(ngt_rng_mix((uint64_t)p->t, (uint64_t)D), NGT_RNG_STREAM_NGRAD);
@@ -226,7 +226,7 @@ static void gram_schmidt_rows(ngt_ngrad *p, float *W) {
   }
 }
 
-/* (eqn:reorth) docs/ngsgd.md §2.6 ReorthogonalizeRt1 on W1 = ws->W1, given e_{t+1}; run
+/* (eqn:reorth) docs/algorithm.md §2.6 ReorthogonalizeRt1 on W1 = ws->W1, given e_{t+1}; run
  * after every update (see NGRAD_ORTH_THRESHOLD), must_reorth only says Kaldi would run it. */
 static void reorthogonalize(ngt_ngrad *p, int must_reorth) {
   ngrad_ws *ws = p->ws;
@@ -285,7 +285,7 @@ static void reorthogonalize(ngt_ngrad *p, int must_reorth) {
               R, ws->W1, D);
 }
 
-/* SelfTest (docs/ngsgd.md §2.8): die on broken invariants, warn on non-orthonormal R_t. */
+/* SelfTest (docs/algorithm.md §2.8): die on broken invariants, warn on non-orthonormal R_t. */
 static void self_test(ngt_ngrad *p) {
   ngrad_ws *ws = p->ws;
   int R = p->R, D = p->D;
@@ -320,7 +320,7 @@ static void self_test(ngt_ngrad *p) {
   }
 }
 
-/* The R x R part of an update and W_{t+1} = A B (docs/ngsgd.md §2.4–§2.5). Expects ws->J,
+/* The R x R part of an update and W_{t+1} = A B (docs/algorithm.md §2.4–§2.5). Expects ws->J,
  * ws->K, ws->L to hold J_t, K_t, L_t (upper triangles for K, L). Commits W, d, rho. */
 static void update_estimate(ngt_ngrad *p, int N, double trXX) {
   ngrad_ws *ws = p->ws;
@@ -415,7 +415,7 @@ static void update_estimate(ngt_ngrad *p, int N, double trXX) {
   if (o->self_debug) self_test(p);
 }
 
-/* One pass of PreconditionDirectionsInternal (docs/ngsgd.md §2.5) on X (N x D) with the
+/* One pass of PreconditionDirectionsInternal (docs/algorithm.md §2.5) on X (N x D) with the
  * current estimate. If write_xhat, X is overwritten by X^ = X - H W (old W); the Init
  * iterations pass 0 because only the estimate matters there, which spares a copy of X0. */
 static void ngrad_step(ngt_ngrad *p, ngt_mat X, double trXX, int updating, int write_xhat) {
@@ -507,7 +507,7 @@ void ngt_ngrad_precondition(ngt_ngrad *p, ngt_mat X, float *gamma) {
     NGT_WARN_MSG("ngrad: minibatch (N=%d, D=%d) is not finite; the Fisher estimate is not "
                  "updated on it", N, p->D);
   if (p->t == 0) {
-    /* Init (docs/ngsgd.md §2.6): default, then num_init_iters updating passes on X0 that
+    /* Init (docs/algorithm.md §2.6): default, then num_init_iters updating passes on X0 that
      * ignore the frozen flag; the real call below updates once more. */
     init_default(p);
     int iters = N > p->R ? 3 : 1;
@@ -575,7 +575,7 @@ int ngt_ngrad_state_load(ngt_ngrad *p, const double *in, size_t n, ngt_err *err)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* The simple method (docs/ngsgd.md §2.2; nnet2 PreconditionDirectionsAlphaRescaled).        */
+/* The simple method (docs/algorithm.md §2.2; nnet2 PreconditionDirectionsAlphaRescaled).        */
 
 int ngt_ngrad_simple_precondition(ngt_mat Rm, double alpha, ngt_err *err) {
   int N = Rm.rows, D = Rm.cols;

@@ -4,24 +4,24 @@
  * Dimension letters: N minibatch rows, I component input dim, O component output dim,
  * C classes, D normalize dim, G p-norm group size.
  *
- * Config lines (DESIGN.md "Network config"), one item a line, '#' starts a comment:
+ * Config lines (docs/design.md §5.3), one item a line, '#' starts a comment:
  *   input  dim=D [context=-L..R]                  exactly one, first
  *   layer  type=T dim=N [group=G] [keys]          zero or more
  *   output dim=C [keys]                           exactly one, last
  * Layer types and the components they make:
  *   relu         affine(I->N), relu                      (Kaldi relu-layer)
  *   relu-renorm  affine(I->N), relu, normalize           (Kaldi relu-renorm-layer)
- *   pnorm        affine(I->N), p-norm(N->N/G), normalize (nnet2 p-norm, docs/ngsgd.md §4.7)
+ *   pnorm        affine(I->N), p-norm(N->N/G), normalize (nnet2 p-norm, docs/algorithm.md §4.7)
  *   affine       affine(I->N)                            (plain linear layer)
  *   output       affine(I->C), log-softmax
  * Optional keys (layer and output lines) and their defaults:
  *   param-stddev          1/sqrt(I) hidden, 0 output (zero-initialised output layer, §4.7)
  *   bias-stddev           0.5 hidden (nnet2 paper), 0 output
- *   max-change            0.75 hidden, 1.5 output (xconfig, docs/ngsgd.md §3.3); 0 = off
+ *   max-change            0.75 hidden, 1.5 output (xconfig, docs/algorithm.md §3.3); 0 = off
  *   learning-rate-factor  1
  *   use-natural-gradient  unset (the command line decides), true/false
  *   rank-in, rank-out, update-period, num-samples-history, alpha: unset (optim resolves
- *     them to Kaldi's defaults, docs/ngsgd.md §2.7); rank-in < I+1, rank-out < O.
+ *     them to Kaldi's defaults, docs/algorithm.md §2.7); rank-in < I+1, rank-out < O.
  *
  * Parameter block: for each affine component in order, W (O x I row-major) then b (O),
  * packed without gaps; the block itself is 64-byte aligned.
@@ -41,7 +41,7 @@
 #define NGT_NNET_MAX_DIM 1000000  /* any single dimension */
 #define NGT_NNET_MAX_CONTEXT 1000 /* L and R */
 #define NGT_LOGPROB_FLOOR (-1e30f) /* log-probs below this are clamped (never -inf) */
-#define NGT_NORM_FLOOR 0x1.0p-66  /* Kaldi kSquaredNormFloor, docs/ngsgd.md §4.7 */
+#define NGT_NORM_FLOOR 0x1.0p-66  /* Kaldi kSquaredNormFloor, docs/algorithm.md §4.7 */
 
 /* ------------------------------------------------------------------------------------ */
 /* Small helpers                                                                          */
@@ -749,7 +749,7 @@ static void relu_backward(ngt_mat out, ngt_mat d_out, ngt_mat d_in) {
   }
 }
 
-/* p-norm, p = 2 (docs/ngsgd.md §4.7): y_k = sqrt(sum_{i in group k} x_i^2),
+/* p-norm, p = 2 (docs/algorithm.md §4.7): y_k = sqrt(sum_{i in group k} x_i^2),
  * group k = inputs [k G, (k+1) G).  in (N, K G), out (N, K). */
 static void pnorm_forward(int G, ngt_mat in, ngt_mat out) {
   for (int n = 0; n < in.rows; n++) {
@@ -791,7 +791,7 @@ static double dot8(const float *a, const float *b, int D) {
 }
 static double sumsq8(const float *a, int D) { return dot8(a, a, D); }
 
-/* Normalize (Kaldi NormalizeComponent, target RMS 1, docs/ngsgd.md §4.7):
+/* Normalize (Kaldi NormalizeComponent, target RMS 1, docs/algorithm.md §4.7):
  * y = x f, f = 1/sqrt(max(2^-66, x^T x / D)).  in, out (N, D). */
 static void normalize_forward(ngt_mat in, ngt_mat out) {
   int D = in.cols;

@@ -1,4 +1,4 @@
-/* optim.c — one minibatch update; see include/ngtrain/optim.h and docs/ngsgd.md §3.
+/* optim.c — one minibatch update; see include/ngtrain/optim.h and docs/algorithm.md §3.
  *
  * Per affine component c with input X (N x I) and output derivative G (N x O):
  *   plain:   Δ_c = [Gᵀ X, Gᵀ 1]

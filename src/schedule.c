@@ -1,4 +1,4 @@
-/* schedule.c — see include/ngtrain/schedule.h and docs/ngsgd.md §4.2. */
+/* schedule.c — see include/ngtrain/schedule.h and docs/algorithm.md §4.2. */
 #include "ngtrain/schedule.h"
 
 #include <math.h>

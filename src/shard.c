@@ -1,4 +1,4 @@
-/* shard.c — HDF5 shard files in and out; see include/ngtrain/shard.h and DESIGN.md
+/* shard.c — HDF5 shard files in and out; see include/ngtrain/shard.h and docs/design.md §5.1
  * "Formats".
  *
  * Contract:

@@ -1,4 +1,4 @@
-/* train.c — the training loop; see include/ngtrain/train.h and docs/ngsgd.md §4.
+/* train.c — the training loop; see include/ngtrain/train.h and docs/algorithm.md §4.
  *
  * Protocol of one iteration i (K ranks, W = max(1, K-1) workers):
  *   coordinator                              worker w (active iff w < n_i)

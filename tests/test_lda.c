@@ -1,4 +1,4 @@
-/* test_lda.c — Check suite for src/lda.c (docs/ngsgd.md §4.9: scaled LDA without
+/* test_lda.c — Check suite for src/lda.c (docs/algorithm.md §4.9: scaled LDA without
  * dimensionality reduction, and CMVN).
  *
  * The algebra is checked on the accumulated statistics themselves, so it is exact to

@@ -1,4 +1,4 @@
-/* test_ngrad.c — Check suite for src/ngrad.c (docs/ngsgd.md §2, properties of §6).
+/* test_ngrad.c — Check suite for src/ngrad.c (docs/algorithm.md §2, properties of §6).
  *
  * The centre piece is a slow double-precision D x D reference of the online estimator
  * (Kaldi's OnlineNaturalGradientSimple: explicit F_t, S_t, T_t, Y_t, Z_t, eig, R_{t+1},
@@ -82,7 +82,7 @@ static void init_ok(ngt_ngrad *p, int D, const ngt_ngrad_opts *o) {
   ck_assert_msg(rc == 0, "ngt_ngrad_init failed: %s", err.msg);
 }
 
-/* Max |R R^T - I| with R = E^{-1/2} W, in double (docs/ngsgd.md §6 (d)). */
+/* Max |R R^T - I| with R = E^{-1/2} W, in double (docs/algorithm.md §6 (d)). */
 static double orth_error(const ngt_ngrad *p) {
   int R = p->R, D = p->D;
   double sd = 0;
@@ -282,7 +282,7 @@ static void ref_step(ref_ng *r, const double *X, int N, double *Xhat, double *ga
     if (sig[i] > max_sig) max_sig = sig[i];
     sum_d += r->d[i];
   }
-  /* rho_{t+1}; d_{t+1} = sigma - rho_{t+1} uses the unfloored rho (docs/ngsgd.md §2.5) */
+  /* rho_{t+1}; d_{t+1} = sigma - rho_{t+1} uses the unfloored rho (docs/algorithm.md §2.5) */
   double rho1 = (eta * trS + (1 - eta) * (D * r->rho + sum_d) - sum_sig) / (D - R);
   double *d1 = malloc(sizeof(double) * R);
   for (int i = 0; i < R; i++) d1[i] = sig[i] - rho1;

@@ -189,7 +189,7 @@ START_TEST(nonfinite_step_is_refused) {
 }
 END_TEST
 
-/* A minibatch of zeros, or one row, never yields NaN or Inf (issue 3 "Bad input"). */
+/* A minibatch of zeros, or one row, never yields NaN or Inf (docs/algorithm.md §2.8). */
 START_TEST(degenerate_minibatches_stay_finite) {
   for (int pre = NGT_PRECOND_ONLINE; pre <= NGT_PRECOND_SIMPLE; pre++) {
     ngt_nnet *net = make_net(cfg, 0.3f);

@@ -1,4 +1,4 @@
-/* test_schedule.c — Kaldi's job schedule and learning rates (docs/ngsgd.md §4.2, §6 (j)). */
+/* test_schedule.c — Kaldi's job schedule and learning rates (docs/algorithm.md §4.2, §6 (j)). */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* test_shard.c — Check suite for src/shard.c: round trips, streaming vs whole writer,
- * every bad-shard path of DESIGN.md (each checks the message), globbing, and the
+ * every bad-shard path of docs/design.md §6 (each checks the message), globbing, and the
  * example data in data/. Scratch files go under a mkdtemp() directory. */
 #include <check.h>
 #include <hdf5.h>

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# tools/evidence.sh — the evidence runs of issues 3, 4 and 8 (docs/ngsgd.md §5), one command each.
+# tools/evidence.sh — the evidence runs of docs/algorithm.md §5 and §4.9, one command each.
 # Every subcommand trains with build/ngtrain, writes a markdown table to docs/results/<name>.md
 # (with the exact command, date, machine, OpenBLAS kernel line and wall time) and prints it.
 #
 #   bash tools/evidence.sh [--quick] [--build=DIR] [--out=DIR] ng|parallel|transform|all
 #
-#   ng         issue 3, §5 claim 3: plain SGD, simple NG-SGD and online NG-SGD in one process;
+#   ng         §5 claim 3: plain SGD, simple NG-SGD and online NG-SGD in one process;
 #              each method's best initial effective lrate from a factor-2 grid (searched up or
 #              down from 0.002 until the final validation objective gets worse, so the best is
 #              bracketed), final lrate = initial/10; validation objective/accuracy per epoch at
 #              each method's best lrate, two seeds. Example data and Fashion-MNIST.
-#   parallel   issue 4, §5 claims 1-2: 1, 2, 4, 8 jobs (mpirun -np J+1) at each method's best
+#   parallel   §5 claims 1-2: 1, 2, 4, 8 jobs (mpirun -np J+1) at each method's best
 #              1-job lrate (kept fixed: lr per job = J x lrate), plain SGD, online NG-SGD, and BMUF;
 #              max-change firing. Then the cost on the speech-sized network: averaging time as a
 #              fraction of iteration time, speed-up from 1 to 2 workers, coordinator CPU use.
-#   transform  issue 8: --input-transform=none|cmvn|lda with plain SGD and online NG-SGD.
+#   transform  §4.9: --input-transform=none|cmvn|lda with plain SGD and online NG-SGD.
 #   all        the three in order.
 #
 # Full mode (default) takes about 30 min on 2 cores and writes docs/results/<name>.md.
@@ -311,7 +311,7 @@ declare -A BESTI
 
 epoch_cols() { local k; for ((k = 1; k <= EPOCHS; k++)); do printf ' epoch %d |' "$k"; done; }
 
-# ------------------------------------------------------------------ ng (issue 3)
+# ------------------------------------------------------------------ ng (§5 claim 3)
 cmd_ng() {
   local t0=$SECONDS load0 f=$RES/ng.md ds m i lr seed
   load0=$(loadavg)
@@ -322,7 +322,7 @@ cmd_ng() {
     train1 "$ds" "$m" "${BEST[$ds-$m]}" "$seed" "${TR[$ds]}" || true
   done; done; done
   {
-    echo "# NG-SGD against plain SGD in one process (issue 3; docs/ngsgd.md §5 claim 3)"
+    echo "# NG-SGD against plain SGD in one process (docs/algorithm.md §5 claim 3)"
     echo
     echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
     echo
@@ -393,7 +393,7 @@ cmd_ng() {
   log "ng: $(( SECONDS - t0 )) s"
 }
 
-# ------------------------------------------------------------------ parallel (issue 4)
+# ------------------------------------------------------------------ parallel (§5 claims 1-2)
 # the J-job run: trainj DS METHOD EFF_LR J AVERAGING -> name in R (J = 1: the one-process run)
 trainj() {
   local ds=$1 m=$2 lr=$3 J=$4 av=$5
@@ -489,7 +489,7 @@ cmd_parallel() {
   fi
 
   {
-    echo "# Parallel training with periodic model averaging (issue 4; docs/ngsgd.md §5 claims 1 and 2)"
+    echo "# Parallel training with periodic model averaging (docs/algorithm.md §5 claims 1 and 2)"
     echo
     echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
     echo
@@ -592,7 +592,7 @@ cmd_parallel() {
   log "parallel: $(( SECONDS - t0 )) s"
 }
 
-# ------------------------------------------------------------------ transform (issue 8)
+# ------------------------------------------------------------------ transform (§4.9)
 cmd_transform() {
   local t0=$SECONDS load0 f=$RES/transform.md ds m tr
   load0=$(loadavg)
@@ -603,7 +603,7 @@ cmd_transform() {
     train1 "$ds" "$m" "${BEST[$ds-$m]}" 0 "$tr" || true
   done; done; done
   {
-    echo "# Input transform: none, cmvn, lda (issue 8; docs/ngsgd.md §4.9)"
+    echo "# Input transform: none, cmvn, lda (docs/algorithm.md §4.9)"
     echo
     echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
     echo

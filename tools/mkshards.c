@@ -4,7 +4,7 @@
  *            --num-shards=8 --heldout-utts=300 --out=shards/train
  *   mkshards --npy-feats=X.npy --npy-labels=y.npy --npy-utt-offsets=o.npy --out=shards/x
  *
- * Contract (DESIGN.md "Formats", issue 5):
+ * Contract (docs/design.md §5.1; memory: the streaming below):
  *  - Utterances are kept whole; their order is shuffled by --seed; shards are balanced by
  *    frames (each utterance, in shuffled order, goes to the shard with the fewest frames).
  *  - Streaming: pass 1 reads only matrix headers (shapes; truncation is caught here, before
@@ -40,7 +40,7 @@
 #include "ngtrain/rng.h"
 #include "ngtrain/shard.h"
 
-#define PRIOR_FLOOR 5e-6   /* Kaldi nnet3-am-train-transitions / nnet2 (docs/ngsgd.md §4.5) */
+#define PRIOR_FLOOR 5e-6   /* Kaldi nnet3-am-train-transitions / nnet2 (docs/algorithm.md §4.5) */
 #define MAX_NAMED_SKIPS 10 /* skipped utterances named individually */
 
 static const char *usage =
@@ -567,7 +567,7 @@ static int write_counts_priors(ctx *c, int C) {
     if (rc) rc = fail("%s", err.msg);
   }
   if (!rc && c->write_priors) {
-    /* docs/ngsgd.md §4.5: normalized, floored at 5e-6, renormalized to sum 1 */
+    /* docs/algorithm.md §4.5: normalized, floored at 5e-6, renormalized to sum 1 */
     double s = 0;
     for (int k = 0; k < C; k++) {
       v[k] = c->counts[k] / total;

@@ -12,7 +12,7 @@
  *    nnet->ctx_left/right, clamped at the utterance edges as Kaldi does) and its fixed input
  *    transform (inside ngt_nnet_forward) are applied, in minibatches of --minibatch-size;
  *  - output per frame: log p(s | x) (the network's log-softmax), or with --apply-priors
- *    log p(s | x) - log prior(s) (docs/ngsgd.md §4.5; an error if the model has no priors);
+ *    log p(s | x) - log prior(s) (docs/algorithm.md §4.5; an error if the model has no priors);
  *  - output file: a Kaldi binary archive of float matrices [T, C] ("ark:out.ark",
  *    "ark,scp:out.ark,out.scp", "ark,t:" text, "ark:-" stdout), or HDF5 (a .h5 name or
  *    --output-format=h5) with /logprobs float32 [T, C], /utt_offsets int64 [U+1],

@@ -1,4 +1,4 @@
-/* comm.h — the only module that calls MPI (STYLE.md "MPI etiquette").
+/* comm.h — the only module that calls MPI (docs/design.md §8.6).
  *
  * Every collective first waits for all ranks to arrive with a non-blocking barrier polled
  * with MPI_Test and a short, growing sleep (20 µs .. 2 ms), so a coordinator or an idle

@@ -1,5 +1,5 @@
 /* evaluate.h — objective and frame accuracy of a model on in-memory frames, and the
- * average posterior (for priors, docs/ngsgd.md §4.5).
+ * average posterior (for priors, docs/algorithm.md §4.5).
  *
  *   ngt_eval_result r;
  *   if (ngt_evaluate(net, fs, 512, NULL, &r, &err)) ...

@@ -1,4 +1,4 @@
-/* lda.h — the fixed input transform of docs/ngsgd.md §4.9: Kaldi's "scaled LDA
+/* lda.h — the fixed input transform of docs/algorithm.md §4.9: Kaldi's "scaled LDA
  * without dimensionality reduction", or per-dimension CMVN, estimated from spliced
  * frames before iteration 0.
  *

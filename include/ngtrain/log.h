@@ -1,6 +1,6 @@
 /* log.h — one way to report: levelled logging, recoverable errors, fatal errors.
  *
- * Two tiers (STYLE.md "Errors"):
+ * Two tiers (docs/design.md §6):
  *   - anything touching the outside world (files, HDF5, options, configs, MPI) returns
  *     int (0 = ok, negative NGT_E*) and fills a caller-provided ngt_err with one sentence
  *     naming the file, the offending value and what to do;

@@ -1,5 +1,5 @@
 /* ngrad.h — Kaldi's online natural-gradient preconditioner for one side of one
- * affine layer (docs/ngsgd.md §2, nnet3 semantics), and the older "simple" method
+ * affine layer (docs/algorithm.md §2, nnet3 semantics), and the older "simple" method
  * (§2.2). Pure math: no I/O, no MPI.
  *
  * One ngt_ngrad instance receives at call t a matrix X_t (N x D, rows are vectors:

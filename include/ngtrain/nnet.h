@@ -9,7 +9,7 @@
  * The loss is cross-entropy (minimised); the reported objective is Kaldi's: average
  * log-probability of the correct class per frame (<= 0, higher is better).
  *
- * Config text (one item a line, '#' comments; DESIGN.md "Network config"):
+ * Config text (one item a line, '#' comments; docs/design.md §5.3):
  *   input  dim=40 context=-5..5
  *   layer  type=relu-renorm dim=1024     # affine + relu + normalize
  *   layer  type=pnorm dim=2000 group=10  # affine to 2000, p-norm to 200, normalize

@@ -1,4 +1,4 @@
-/* optim.h — one minibatch update (docs/ngsgd.md §3): for every affine component,
+/* optim.h — one minibatch update (docs/algorithm.md §3): for every affine component,
  * gradient → (NG) preconditioning → per-component max-change → global max-param-change
  * → apply with the current learning rate. We minimise cross-entropy, so the step is
  * θ -= lr·(preconditioned gradient) (Kaldi adds lr × the derivative of the log-lik).

@@ -1,4 +1,4 @@
-/* schedule.h — Kaldi's iteration schedule (docs/ngsgd.md §4.2): number of iterations,
+/* schedule.h — Kaldi's iteration schedule (docs/algorithm.md §4.2): number of iterations,
  * jobs per iteration, effective learning rate, final-combination window (§4.4).
  *
  * Units: an "archive" is samples_per_iter frames (Kaldi's egs archive); a job processes

@@ -1,4 +1,4 @@
-/* shard.h — HDF5 shard files in and out (DESIGN.md "Formats").
+/* shard.h — HDF5 shard files in and out (docs/design.md §5.1).
  *
  *   /feats        float32 [T, D]  chunked (and optionally gzip-compressed)
  *   /labels       int32   [T]     0 <= label < num_classes

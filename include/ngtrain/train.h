@@ -1,4 +1,4 @@
-/* train.h — the training loop: coordinator and workers (DESIGN.md, docs/ngsgd.md §4).
+/* train.h — the training loop: coordinator and workers (docs/design.md §3, docs/algorithm.md §4).
  *
  * Rank 0 is the coordinator; ranks 1..K-1 are workers; with one rank the process is
  * both. Per iteration i (§4.2-4.3): the coordinator broadcasts a header (jobs n_i,

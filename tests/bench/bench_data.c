@@ -1,7 +1,7 @@
 /* bench_data — frames/s of the data path alone (HDF5 read, shuffle, splice 40 x 11,
  * minibatches of 512, prefetch thread) against the frames/s one training step of the
  * speech-shaped network consumes (online NG, minibatch 512, one thread), measured in
- * the same run, and their ratio (issue 5 goal: data path >= 10x training).
+ * the same run, and their ratio (goal: data path >= 10x training).
  * Usage: bench_data [frames]   (default 400000 frames of 40-dim features, in 4 shards)
  */
 #include <inttypes.h>

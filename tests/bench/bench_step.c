@@ -2,8 +2,8 @@
  * network (input 40 x 11 spliced, 4 x relu-renorm 1024, output 2000) at minibatch 256
  * and 512 on one thread, against OpenBLAS's own SGEMM rate on the very GEMM shapes of
  * that step, measured in the same run. Prints:
- *   - plain-SGD step: GFLOP/s and its ratio to the SGEMM rate (issue 2 goal >= 0.80)
- *   - online NG step / plain step time ratio (issue 3 goal <= 1.10), simple NG ratio
+ *   - plain-SGD step: GFLOP/s and its ratio to the SGEMM rate (goal >= 0.80)
+ *   - online NG step / plain step time ratio (goal <= 1.10), simple NG ratio
  *   - frames/s of each.
  * Times are this thread's CPU time (one BLAS thread), the best of the repeats for both
  * the SGEMM reference and the steps, so a busy shared machine disturbs them little.

@@ -4,7 +4,7 @@
  *   clang -fsanitize=fuzzer,address,undefined  fuzz_<parser>.c  <library sources>
  * and feeds one input to one parser of outside input. A crash, a sanitizer report, a
  * leak, or the library calling ngt_die()/exit() on an input is a finding: parsers must
- * return an error naming the file instead (STYLE.md "Errors").
+ * return an error naming the file instead (docs/design.md §6).
  *
  * Parsers that take a path get the input written to a scratch file in a per-process
  * directory (on /dev/shm when it exists: HDF5 reopens files often).
