@@ -82,12 +82,13 @@ void ngt_log_write(int level, const char *file, int line, const char *fmt, ...) 
   fflush(out);
 }
 
-/* One line "PROG: what: body" (or "PROG: what [rank R]: body" under MPI) on stderr. */
-static void report(const char *what, const char *fmt, va_list ap) {
+/* One line "PROG: what: body" on stderr; with_rank under MPI: "PROG: what [rank R]: body"
+ * (ngt_die: any rank may stop; errors and warnings of the program as a whole are untagged). */
+static void report(const char *what, int with_rank, const char *fmt, va_list ap) {
   char body[4096];
   vsnprintf(body, sizeof body, fmt, ap);
   fflush(stdout);
-  if (g_nranks > 1)
+  if (with_rank && g_nranks > 1)
     fprintf(stderr, "%s: %s [rank %d]: %s\n", g_prog, what, g_rank, body);
   else
     fprintf(stderr, "%s: %s: %s\n", g_prog, what, body);
@@ -97,7 +98,7 @@ static void report(const char *what, const char *fmt, va_list ap) {
 int ngt_fail(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  report("error", fmt, ap);
+  report("error", 0, fmt, ap);
   va_end(ap);
   return NGT_EXIT_FAILURE;
 }
@@ -105,14 +106,14 @@ int ngt_fail(const char *fmt, ...) {
 void ngt_warn(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  report("warning", fmt, ap);
+  report("warning", 0, fmt, ap);
   va_end(ap);
 }
 
 _Noreturn void ngt_die(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  report("fatal", fmt, ap);
+  report("fatal", 1, fmt, ap);
   va_end(ap);
   if (g_die_hook) g_die_hook(NGT_EXIT_FAILURE);
   exit(NGT_EXIT_FAILURE);
