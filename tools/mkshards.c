@@ -177,7 +177,7 @@ static int bad_utt(ctx *c, int why, const char *key, const char *fmt, ...) {
   c->bad[why]++;
   if (c->strict)
     return ngt_fail("utterance '%s': %s (--strict; without it such utterances are skipped and "
-                "counted)", key, detail);
+                    "counted)", key, detail);
   if (c->named_skips < MAX_NAMED_SKIPS)
     ngt_warn("skipping utterance '%s': %s", key, detail);
   else if (c->named_skips == MAX_NAMED_SKIPS)
@@ -198,8 +198,8 @@ static int check_label_range(ctx *c, const char *key, const char *file, int64_t 
   if (v > c->max_label) c->max_label = v;
   if (c->num_classes > 0 && v >= c->num_classes)
     return ngt_fail("'%s': %s%s%sframe %" PRId64 " has class %d but --num-classes=%d (give the "
-                "number of classes; for Kaldi pdfs, tree-info or am-info prints it)", file,
-                key ? "utterance '" : "", key ? key : "", key ? "' " : "", t, v, c->num_classes);
+                    "number of classes; for Kaldi pdfs, tree-info or am-info prints it)", file,
+                    key ? "utterance '" : "", key ? key : "", key ? "' " : "", t, v, c->num_classes);
   return 0;
 }
 
@@ -218,7 +218,7 @@ static int pass1_kaldi(ctx *c) {
     seen++;
     if (e.offset < 0)
       return ngt_fail("features '%s': mkshards reads each utterance twice (shapes, then data) and "
-                  "needs an archive file, not stdin", c->feats);
+                      "needs an archive file, not stdin", c->feats);
     if (ngt_now() - t_last > 10) {
       t_last = ngt_now();
       fprintf(stderr, "mkshards: pass 1: %" PRId64 " utterances scanned\n", seen);
@@ -234,8 +234,8 @@ static int pass1_kaldi(ctx *c) {
       snprintf(c->first_key, sizeof c->first_key, "%s", e.key);
     } else if (e.mat.cols != c->D) {
       return ngt_fail("utterance '%s' in '%s' (byte %" PRId64 ") has %d-dimensional features but "
-                  "'%s' has %d; all utterances must have the same feature dimension", e.key,
-                  e.file, e.offset, e.mat.cols, c->first_key, c->D);
+                      "'%s' has %d; all utterances must have the same feature dimension", e.key,
+                      e.file, e.offset, e.mat.cols, c->first_key, c->D);
     }
     size_t klen = strlen(e.key) + 1, off = c->keys_len;
     c->keys = grow_or_die(c->keys, &c->keys_cap, c->keys_len + klen, 1);
@@ -284,13 +284,13 @@ static int pass1_npy(ctx *c) {
   int64_t T = c->nf->shape[0], D = c->nf->numel / T;
   if (D <= 0 || D > 1000000)
     return ngt_fail("npy '%s': shape %s gives feature dimension %" PRId64 " (expected [T, D])",
-                c->npy_feats, sh, D);
+                    c->npy_feats, sh, D);
   c->D = (int)D;
   if (c->nl->numel != T || (c->nl->ndim == 2 && c->nl->shape[1] != 1) || c->nl->ndim > 2) {
     char lsh[128];
     ngt_npy_shape_str(c->nl, lsh, sizeof lsh);
     return ngt_fail("npy '%s': labels of shape %s do not match the %" PRId64 " frames of '%s' "
-                "(expected shape (%" PRId64 ",))", c->npy_labels, lsh, T, c->npy_feats, T);
+                    "(expected shape (%" PRId64 ",))", c->npy_labels, lsh, T, c->npy_feats, T);
   }
   /* labels: range and maximum, streamed */
   const int64_t B = 1 << 20;
@@ -307,7 +307,7 @@ static int pass1_npy(ctx *c) {
         int32_t v = lab[i];
         free(lab);
         return ngt_fail("npy '%s': frame %" PRId64 " has negative label %d (labels are class "
-                    "indices 0 .. C-1)", c->npy_labels, t0 + i, v);
+                        "indices 0 .. C-1)", c->npy_labels, t0 + i, v);
       }
       if (check_label_range(c, NULL, c->npy_labels, t0 + i, lab[i])) { free(lab); return 1; }
     }
@@ -329,7 +329,7 @@ static int pass1_npy(ctx *c) {
   if (no->ndim != 1 || n < 1) {
     ngt_npy_close(no);
     return ngt_fail("npy '%s': utterance offsets must be a 1-D array [U+1] (0, ..., T) or [U] "
-                "(starts)", c->npy_offsets);
+                    "(starts)", c->npy_offsets);
   }
   int64_t *off = malloc(sizeof(int64_t) * (size_t)(n + 1));
   if (!off) { ngt_npy_close(no); return ngt_fail("out of memory"); }
@@ -340,7 +340,7 @@ static int pass1_npy(ctx *c) {
     int64_t v = off[0];
     free(off);
     return ngt_fail("npy '%s': the first utterance offset is %" PRId64 ", must be 0",
-                c->npy_offsets, v);
+                    c->npy_offsets, v);
   }
   if (off[n - 1] != T) off[n++] = T; /* starts only */
   int64_t U = n - 1;
@@ -352,8 +352,8 @@ static int pass1_npy(ctx *c) {
       int64_t v = off[u + 1], prev = off[u];
       free(off);
       return ngt_fail("npy '%s': utterance offsets must increase from 0 to T = %" PRId64 ", but "
-                  "entry %" PRId64 " is %" PRId64 " after %" PRId64, c->npy_offsets, T, u + 1, v,
-                  prev);
+                      "entry %" PRId64 " is %" PRId64 " after %" PRId64, c->npy_offsets, T, u + 1, v,
+                      prev);
     }
     if (off[u + 1] == off[u]) {
       char key[64];
@@ -490,7 +490,7 @@ static int write_shard(ctx *c, const char *path, const int64_t *list, int64_t n,
   if (st->utts == 0) {
     ngt_shard_writer_abort(w);
     return ngt_fail("%s '%s' would hold no utterances (all of its utterances were skipped); use "
-                "fewer shards", what, path);
+                    "fewer shards", what, path);
   }
   if (ngt_shard_writer_commit(w, &err)) return ngt_fail("%s", err.msg);
   note_written(c, path);
@@ -602,7 +602,7 @@ static int run(ctx *c) {
   for (int b = 0; b < BAD_N; b++) skipped += c->bad[b];
   if (c->U == 0)
     return ngt_fail("no usable utterances: all %" PRId64 " were skipped (see the warnings above)",
-                skipped);
+                    skipped);
   int C = c->num_classes;
   if (C <= 0) {
     C = c->max_label + 1;
@@ -623,13 +623,13 @@ static int run(ctx *c) {
   if (H >= U) {
     free(order);
     return ngt_fail("the held-out set (%" PRId64 " utterances) would take all %" PRId64 " usable "
-                "utterances; lower --heldout-utts / --heldout-fraction", H, U);
+                    "utterances; lower --heldout-utts / --heldout-fraction", H, U);
   }
   int N = c->num_shards;
   if (N > U - H) {
     free(order);
     return ngt_fail("--num-shards=%d but only %" PRId64 " training utterances; use at most that "
-                "many shards", N, U - H);
+                    "many shards", N, U - H);
   }
   /* greedy balance in shuffled order: each utterance to the shard with the fewest frames */
   int64_t *fr = calloc((size_t)N, sizeof *fr);

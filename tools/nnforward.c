@@ -305,8 +305,8 @@ static int run_kaldi(fwd *F, const char *spec) {
     }
     if (e.mat.cols != F->net->feat_dim) {
       rc = ngt_fail("utterance '%s' in '%s' has %d-dimensional features but the model expects %d "
-                "(same features as in training? same --cmn?)", e.key, e.file, e.mat.cols,
-                F->net->feat_dim);
+                    "(same features as in training? same --cmn?)", e.key, e.file, e.mat.cols,
+                    F->net->feat_dim);
       break;
     }
     if (forward_utt(F, e.key, e.mat.data, e.mat.rows, &err)) {
@@ -332,7 +332,7 @@ static int run_shards(fwd *F, const char *pattern) {
     if (ngt_shard_open(paths[p], &sh, &err)) { rc = ngt_fail("%s", err.msg); break; }
     if (sh->feat_dim != F->net->feat_dim) {
       rc = ngt_fail("shard '%s' has feat_dim %d but the model expects %d", paths[p], sh->feat_dim,
-                F->net->feat_dim);
+                    F->net->feat_dim);
       ngt_shard_close(sh);
       break;
     }
@@ -411,8 +411,8 @@ int main(int argc, char **argv) {
   if (apply_priors) {
     if (!net->priors) {
       rc = ngt_fail("model '%s' has no class priors, so --apply-priors cannot divide by them; "
-                "use a final model from ngtrain (it stores the priors) or drop --apply-priors",
-                model);
+                    "use a final model from ngtrain (it stores the priors) or drop --apply-priors",
+                    model);
       goto out_net;
     }
     F.log_prior = malloc(sizeof(float) * (size_t)net->num_classes);
