@@ -9,11 +9,14 @@
 int ngt_log_level_current = NGT_INFO;
 static int g_rank = 0, g_nranks = 1;
 static void (*g_die_hook)(int) = NULL;
+static const char *g_prog = "ngtrain";
 
 void ngt_log_set_level(int level) { ngt_log_level_current = level; }
 void ngt_log_set_rank(int rank, int nranks) { g_rank = rank; g_nranks = nranks; }
 int ngt_log_rank(void) { return g_rank; }
 void ngt_set_die_hook(void (*hook)(int)) { g_die_hook = hook; }
+void ngt_log_set_prog(const char *name) { g_prog = name && *name ? name : "ngtrain"; }
+const char *ngt_log_prog(void) { return g_prog; }
 
 int ngt_err_set(ngt_err *err, int code, const char *fmt, ...) {
   if (err) {
@@ -79,20 +82,41 @@ void ngt_log_write(int level, const char *file, int line, const char *fmt, ...) 
   fflush(out);
 }
 
-_Noreturn void ngt_die(const char *fmt, ...) {
+/* One line "PROG: what: body" on stderr; with_rank under MPI: "PROG: what [rank R]: body"
+ * (ngt_die: any rank may stop; errors and warnings of the program as a whole are untagged). */
+static void report(const char *what, int with_rank, const char *fmt, va_list ap) {
   char body[4096];
+  vsnprintf(body, sizeof body, fmt, ap);
+  fflush(stdout);
+  if (with_rank && g_nranks > 1)
+    fprintf(stderr, "%s: %s [rank %d]: %s\n", g_prog, what, g_rank, body);
+  else
+    fprintf(stderr, "%s: %s: %s\n", g_prog, what, body);
+  fflush(stderr);
+}
+
+int ngt_fail(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(body, sizeof body, fmt, ap);
+  report("error", 0, fmt, ap);
   va_end(ap);
-  if (g_nranks > 1)
-    fprintf(stderr, "ngtrain: fatal [rank %d]: %s\n", g_rank, body);
-  else
-    fprintf(stderr, "ngtrain: fatal: %s\n", body);
-  fflush(stderr);
-  fflush(stdout);
-  if (g_die_hook) g_die_hook(1);
-  exit(1);
+  return NGT_EXIT_FAILURE;
+}
+
+void ngt_warn(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  report("warning", 0, fmt, ap);
+  va_end(ap);
+}
+
+_Noreturn void ngt_die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  report("fatal", 1, fmt, ap);
+  va_end(ap);
+  if (g_die_hook) g_die_hook(NGT_EXIT_FAILURE);
+  exit(NGT_EXIT_FAILURE);
 }
 
 void *ngt_xmalloc(size_t n) {

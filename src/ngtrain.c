@@ -12,17 +12,16 @@
 #include "ngtrain/opts.h"
 #include "ngtrain/train.h"
 
-static const char *usage =
-    "ngtrain: train a feed-forward acoustic DNN with natural-gradient SGD and parameter\n"
+static const ngt_tool tool = {
+    "ngtrain",
+    "train a feed-forward acoustic DNN with natural-gradient SGD and parameter\n"
     "averaging (Kaldi nnet2/nnet3 recipe) on HDF5 shards, on one or many MPI ranks.\n"
     "Rank 0 coordinates, ranks 1..K-1 train; -np 1 (or no mpirun) runs one process.\n"
-    "Rerunning the same command on the same --dir resumes from the last checkpoint.\n"
-    "\n"
-    "Usage: mpirun -np K ngtrain [options] --config=nnet.cfg --train='shards/*.h5' --dir=DIR\n"
-    "e.g.:  mpirun -np 3 ngtrain --config=data/nnet-small.cfg --train='data/train-*.h5' \\\n"
-    "           --valid=data/dev.h5 --dir=exp/demo --num-epochs=4 --samples-per-iter=20000\n"
-    "\n"
-    "Options:\n";
+    "Rerunning the same command on the same --dir resumes from the last checkpoint.",
+    "mpirun -np K ngtrain [options] --config=nnet.cfg --train='shards/*.h5' --dir=DIR",
+    "mpirun -np 3 ngtrain --config=data/nnet-small.cfg --train='data/train-*.h5' \\\n"
+    "    --valid=data/dev.h5 --dir=exp/demo --num-epochs=4 --samples-per-iter=20000",
+    NULL, 0, 0};
 
 int main(int argc, char **argv) {
   ngt_train_opts o = ngt_train_opts_default();
@@ -73,24 +72,11 @@ int main(int argc, char **argv) {
       {0, 0, 0, 0, 0}};
 
   ngt_comm_init(&argc, &argv);
-  char **pos = calloc((size_t)argc + 1, sizeof(char *));
-  int npos = 0, help = 0;
-  ngt_err err = {0};
-  if (!pos) ngt_die("out of memory");
-  if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) ngt_comm_fail_all(err.msg);
-  if (help) {
-    if (ngt_comm_rank() == 0) {
-      fputs(usage, stdout);
-      ngt_opts_print_help(table, stdout);
-    }
-    free(pos);
-    ngt_comm_finalize();
-    return 0;
-  }
-  if (npos > 0) {
-    char msg[1024];
-    snprintf(msg, sizeof msg, "unexpected argument '%s' (options are --name=value; see --help)", pos[0]);
-    ngt_comm_fail_all(msg);
+  char **pos = NULL;
+  int npos = 0, code = 0;
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) {
+    ngt_comm_finalize(); /* every rank parsed the same argv and leaves the same way */
+    return code;
   }
   free(pos);
   if (threads < 1) ngt_comm_fail_all("--num-threads must be >= 1");
@@ -103,5 +89,5 @@ int main(int argc, char **argv) {
   }
   int rc = ngt_train_run(&o);
   ngt_comm_finalize();
-  return rc ? 1 : 0;
+  return rc ? NGT_EXIT_FAILURE : NGT_EXIT_OK;
 }

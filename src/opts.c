@@ -181,27 +181,85 @@ void ngt_opts_print_values(const ngt_opt *table, FILE *out) {
   }
 }
 
-int ngt_opts_tool(ngt_opt *table, int argc, char **argv, const char *prog, const char *usage,
-                  int min_pos, int max_pos, char ***pos, int *npos, int *exit_code) {
+/* Lines of text, the first after `first`, the others indented by `indent` spaces. */
+static void print_block(FILE *out, const char *first, int indent, const char *text) {
+  fputs(first, out);
+  for (const char *t = text; *t;) {
+    const char *nl = strchr(t, '\n');
+    size_t n = nl ? (size_t)(nl - t) : strlen(t);
+    if (t != text) fprintf(out, "%*s", indent, "");
+    fprintf(out, "%.*s\n", (int)n, t);
+    t += nl ? n + 1 : n;
+  }
+}
+
+static void print_usage(const ngt_tool *tool, FILE *out) {
+  print_block(out, "Usage: ", 7, tool->usage);
+  print_block(out, "e.g.:  ", 7, tool->example);
+}
+
+void ngt_opts_tool_help(const ngt_tool *tool, const ngt_opt *table, FILE *out) {
+  fprintf(out, "%s: ", tool->name);
+  print_block(out, "", 0, tool->about);
+  fputc('\n', out);
+  print_usage(tool, out);
+  if (tool->notes && *tool->notes) {
+    fputc('\n', out);
+    print_block(out, "", 0, tool->notes);
+  }
+  fputs("\nOptions:\n", out);
+  ngt_opts_print_help(table, out);
+  fprintf(out, "  %-36s %s\n", "--help", "print this help and exit");
+  fputs("Exit status: 0 on success, 1 on any error (the message is on stderr).\n", out);
+}
+
+static void expected_count(const ngt_tool *tool, char *buf, size_t n) {
+  if (tool->max_pos < 0)
+    snprintf(buf, n, "at least %d", tool->min_pos);
+  else if (tool->max_pos == tool->min_pos)
+    snprintf(buf, n, "%d", tool->min_pos);
+  else
+    snprintf(buf, n, "%d to %d", tool->min_pos, tool->max_pos);
+}
+
+int ngt_opts_tool(const ngt_tool *tool, ngt_opt *table, int argc, char **argv, char ***pos,
+                  int *npos, int *exit_code) {
+  ngt_log_set_prog(tool->name);
+  const int talk = ngt_log_rank() == 0; /* under MPI every rank parses; rank 0 speaks */
+  *npos = 0;
+  *exit_code = NGT_EXIT_FAILURE;
   *pos = calloc((size_t)argc + 1, sizeof(char *));
   if (!*pos) {
-    fprintf(stderr, "%s: out of memory\n", prog);
-    *exit_code = 1;
+    if (talk) ngt_fail("out of memory");
     return 1;
   }
   int help = 0;
   ngt_err err = {0};
   if (ngt_opts_parse(table, argc, argv, *pos, npos, &help, &err)) {
-    fprintf(stderr, "%s: %s\n", prog, err.msg);
-    *exit_code = 1;
-  } else if (help || *npos < min_pos || (max_pos >= 0 && *npos > max_pos)) {
-    FILE *out = help ? stdout : stderr;
-    fputs(usage, out);
-    ngt_opts_print_help(table, out);
-    *exit_code = help ? 0 : 1;
+    if (talk) ngt_fail("%s", err.msg);
+  } else if (help) {
+    if (talk) ngt_opts_tool_help(tool, table, stdout);
+    *exit_code = NGT_EXIT_OK;
+  } else if (argc <= 1) { /* every program needs some input */
+    if (talk) ngt_opts_tool_help(tool, table, stderr);
+  } else if (*npos < tool->min_pos || (tool->max_pos >= 0 && *npos > tool->max_pos)) {
+    if (talk) {
+      char want[64];
+      expected_count(tool, want, sizeof want);
+      if (tool->max_pos == 0)
+        ngt_fail("unexpected argument '%s' (%s takes options only, written --name=value; see "
+                 "--help)", (*pos)[0], tool->name);
+      else if (*npos > tool->max_pos && tool->max_pos >= 0)
+        ngt_fail("expected %s argument(s), got %d (the first extra one is '%s'); see --help",
+                 want, *npos, (*pos)[tool->max_pos]);
+      else
+        ngt_fail("expected %s argument(s), got %d; see --help", want, *npos);
+      print_usage(tool, stderr);
+    }
   } else {
     return 0;
   }
+  fflush(stdout);
   free(*pos);
   *pos = NULL;
   return 1;

@@ -21,7 +21,7 @@ cd "$SRC"
 export LC_ALL=C.UTF-8 2>/dev/null || true
 
 files=()
-for top in src include tools tests docs data README.md meson.build; do
+for top in src include tools tests evidence docs data README.md meson.build; do
   [ -e "$top" ] || continue
   while IFS= read -r f; do files+=("$f"); done < <(
     find "$top" -type f \

@@ -1,6 +1,9 @@
-/* test_opts.c — the Kaldi-style option parser: values, errors, hints. */
+/* test_opts.c — the Kaldi-style option parser (values, errors, hints) and the programs' front
+ * door ngt_opts_tool (help layout, exit codes, message prefix). */
 #include <check.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ngtrain/opts.h"
@@ -76,11 +79,58 @@ START_TEST(errors) {
 }
 END_TEST
 
+/* The front door: the help layout, exit codes and the message prefix of every program. */
+START_TEST(tool_front_door) {
+  static const ngt_tool tool = {"toolx", "does x to IN.\nA second line.", "toolx [options] IN OUT",
+                                "toolx a.h5 b.h5\ntoolx --dir=d a.h5 b.h5", NULL, 2, 2};
+  FILE *f = tmpfile();
+  ck_assert_ptr_nonnull(f);
+  ngt_opts_tool_help(&tool, table, f);
+  char buf[8192];
+  size_t n = (rewind(f), fread(buf, 1, sizeof buf - 1, f));
+  buf[n] = '\0';
+  fclose(f);
+  const char *head = "toolx: does x to IN.\nA second line.\n\nUsage: toolx [options] IN OUT\n"
+                     "e.g.:  toolx a.h5 b.h5\n       toolx --dir=d a.h5 b.h5\n\nOptions:\n";
+  ck_assert_msg(strncmp(buf, head, strlen(head)) == 0, "%s", buf);
+  ck_assert_ptr_nonnull(strstr(buf, "--minibatch-size=<int>"));
+  ck_assert_ptr_nonnull(strstr(buf, "--help"));
+  ck_assert_ptr_nonnull(strstr(buf, "Exit status: 0 on success, 1 on any error"));
+
+  ck_assert_ptr_nonnull(freopen("/dev/null", "w", stdout)); /* the help and usage texts */
+  ck_assert_ptr_nonnull(freopen("/dev/null", "w", stderr));
+  char **pos = NULL;
+  int npos = 0, code = -1;
+  char *ok[] = {"toolx", "--minibatch-size=64", "in", "out"};
+  reset(table);
+  ck_assert_int_eq(ngt_opts_tool(&tool, table, 4, ok, &pos, &npos, &code), 0);
+  ck_assert_int_eq(npos, 2);
+  ck_assert_str_eq(pos[1], "out");
+  ck_assert_int_eq(mb, 64);
+  free(pos);
+  ck_assert_str_eq(ngt_log_prog(), "toolx"); /* messages carry the program's own name */
+  char *help[] = {"toolx", "--help"}, *bad[] = {"toolx", "--minibach-size=3", "a", "b"},
+       *few[] = {"toolx", "a"}, *many[] = {"toolx", "a", "b", "c"}, *none[] = {"toolx"};
+  struct { char **argv; int argc, code; } cases[] = {
+      {help, 2, NGT_EXIT_OK}, {bad, 4, NGT_EXIT_FAILURE}, {few, 2, NGT_EXIT_FAILURE},
+      {many, 4, NGT_EXIT_FAILURE}, {none, 1, NGT_EXIT_FAILURE}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    code = -1;
+    pos = (char **)1;
+    ck_assert_int_eq(ngt_opts_tool(&tool, table, cases[i].argc, cases[i].argv, &pos, &npos, &code), 1);
+    ck_assert_int_eq(code, cases[i].code);
+    ck_assert_ptr_null(pos);
+  }
+  ck_assert_int_eq(ngt_fail("a %s", "message"), NGT_EXIT_FAILURE);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("opts");
   TCase *t = tcase_create("core");
   tcase_add_test(t, values);
   tcase_add_test(t, errors);
+  tcase_add_test(t, tool_front_door);
   suite_add_tcase(s, t);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);

@@ -19,11 +19,12 @@
 #include "ngtrain/nnet_io.h"
 #include "ngtrain/opts.h"
 
-static const char *usage =
-    "avgmodel: average ngtrain models (Kaldi nnet3-average semantics).\n"
-    "Usage: avgmodel [--weights=w1:w2:..] in1.h5 .. inN.h5 out.h5\n"
-    "e.g.:  avgmodel exp/run1/18.h5 exp/run1/19.h5 exp/run1/20.h5 exp/run1/avg.h5\n"
-    "Options:\n";
+static const ngt_tool tool = {
+    "avgmodel", "average ngtrain models (Kaldi nnet3-average semantics).",
+    "avgmodel [--weights=w1:w2:..] in1.h5 .. inN.h5 out.h5",
+    "avgmodel exp/run1/18.h5 exp/run1/19.h5 exp/run1/20.h5 exp/run1/avg.h5\n"
+    "avgmodel --weights=0.2:0.3:0.5 a.h5 b.h5 c.h5 out.h5",
+    NULL, 2, -1};
 
 int main(int argc, char **argv) {
   const char *weights = NULL;
@@ -32,7 +33,7 @@ int main(int argc, char **argv) {
                      {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
-  if (ngt_opts_tool(table, argc, argv, "avgmodel", usage, 2, -1, &pos, &npos, &code)) return code;
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
   ngt_err err = {0};
   int n = npos - 1;
   const char *out = pos[n];
@@ -45,33 +46,29 @@ int main(int argc, char **argv) {
       char *end;
       double v = strtod(p, &end);
       if (end == p || !isfinite(v) || (*end && *end != ':')) {
-        fprintf(stderr, "avgmodel: --weights='%s': '%s' is not a number\n", weights, p);
-        return 1;
+        return ngt_fail("--weights='%s': '%s' is not a number", weights, p);
       }
       if (k < n) w[k] = v;
       k++;
       p = *end ? end + 1 : end;
     }
     if (k != n) {
-      fprintf(stderr, "avgmodel: --weights has %d value(s) but there are %d input model(s)\n", k, n);
-      return 1;
+      return ngt_fail("--weights has %d value(s) but there are %d input model(s)", k, n);
     }
     double s = 0;
     for (int i = 0; i < n; i++) s += w[i];
     if (!(s > 0)) {
-      fprintf(stderr, "avgmodel: --weights='%s' sum to %g; they must sum to a positive number\n", weights, s);
-      return 1;
+      return ngt_fail("--weights='%s' sum to %g; they must sum to a positive number", weights, s);
     }
     if (fabs(s - 1.0) > 0.01)
-      fprintf(stderr, "avgmodel: warning: --weights sum to %g, not 1; renormalising\n", s);
+      ngt_warn("--weights sum to %g, not 1; renormalising", s);
     for (int i = 0; i < n; i++) w[i] /= s;
   } else {
     for (int i = 0; i < n; i++) w[i] = 1.0 / n;
   }
   ngt_nnet *first = NULL;
   if (ngt_nnet_load(pos[0], &first, &err)) {
-    fprintf(stderr, "avgmodel: %s\n", err.msg);
-    return 1;
+    return ngt_fail("%s", err.msg);
   }
   const size_t P = first->num_params;
   const int C = first->num_classes;
@@ -82,22 +79,19 @@ int main(int argc, char **argv) {
   for (int i = 0; i < n; i++) {
     ngt_nnet *m = first;
     if (i > 0 && ngt_nnet_load(pos[i], &m, &err)) {
-      fprintf(stderr, "avgmodel: %s\n", err.msg);
-      return 1;
+      return ngt_fail("%s", err.msg);
     }
     char why[512];
     if (i > 0 && !ngt_nnet_same_structure(first, m, why, sizeof why)) {
-      fprintf(stderr, "avgmodel: '%s' and '%s' have different structures: %s\n", pos[0], pos[i], why);
-      return 1;
+      return ngt_fail("'%s' and '%s' have different structures: %s", pos[0], pos[i], why);
     }
     if (i > 0) {
       size_t tn = (size_t)first->input_dim * (size_t)(first->input_dim + 1);
       int same = first->transform_type == m->transform_type &&
                  (!first->transform || memcmp(first->transform, m->transform, sizeof(float) * tn) == 0);
       if (!same) {
-        fprintf(stderr, "avgmodel: '%s' and '%s' have different input transforms; averaging them "
-                "would mix two input spaces (use models of one training run)\n", pos[0], pos[i]);
-        return 1;
+        return ngt_fail("'%s' and '%s' have different input transforms; averaging them would "
+                        "mix two input spaces (use models of one training run)", pos[0], pos[i]);
       }
     }
     for (size_t j = 0; j < P; j++) acc[j] += w[i] * (double)m->params[j];
@@ -116,13 +110,12 @@ int main(int argc, char **argv) {
     ngt_nnet_set_priors(first, pr);
     free(pr);
   } else if (first->priors) {
-    fprintf(stderr, "avgmodel: warning: not every input has priors; the output has none\n");
+    ngt_warn("not every input has priors; the output has none");
     free(first->priors);
     first->priors = NULL;
   }
   if (ngt_nnet_save(first, out, NULL, 0, &err)) {
-    fprintf(stderr, "avgmodel: %s\n", err.msg);
-    return 1;
+    return ngt_fail("%s", err.msg);
   }
   printf("avgmodel: wrote %s, the %s average of %d model(s)\n", out, weights ? "weighted" : "uniform", n);
   ngt_nnet_free(first);

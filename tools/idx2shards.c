@@ -6,6 +6,7 @@
  *   gunzip -c /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz > /tmp/tl
  *   idx2shards --images=/tmp/ti --labels=/tmp/tl --num-shards=8 --out=exp/fmnist/train
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,11 +24,13 @@ static int read_u32be(FILE *f, uint32_t *v) {
   return 0;
 }
 
-static const char *usage =
-    "idx2shards: IDX images + labels (MNIST format) -> ngtrain shards, one frame per image.\n"
-    "Usage: idx2shards --images=FILE --labels=FILE --out=PREFIX [--num-shards=N]\n"
-    "e.g.:  idx2shards --images=/tmp/train-images --labels=/tmp/train-labels --num-shards=8 --out=fm/train\n"
-    "Options:\n";
+static const ngt_tool tool = {
+    "idx2shards", "IDX images + labels (MNIST format) -> ngtrain shards, one frame per image.",
+    "idx2shards --images=FILE --labels=FILE --out=PREFIX [--num-shards=N]",
+    "gunzip -c /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz > /tmp/ti\n"
+    "gunzip -c /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz > /tmp/tl\n"
+    "idx2shards --images=/tmp/ti --labels=/tmp/tl --num-shards=8 --out=fm/train",
+    NULL, 0, 0};
 
 int main(int argc, char **argv) {
   const char *images = NULL, *labels = NULL, *out = NULL;
@@ -44,34 +47,29 @@ int main(int argc, char **argv) {
       {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
-  if (ngt_opts_tool(table, argc, argv, "idx2shards", usage, 0, 0, &pos, &npos, &code)) return code;
-  if (!images || !labels || !out) {
-    fprintf(stderr, "idx2shards: --images, --labels and --out are required (see --help)\n");
-    return 1;
-  }
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
+  if (!images || !labels || !out)
+    return ngt_fail("--images, --labels and --out are required (see --help)");
   ngt_err err = {0};
-  if (nshards < 1) { fprintf(stderr, "idx2shards: --num-shards=%d must be >= 1\n", nshards); return 1; }
+  if (nshards < 1) return ngt_fail("--num-shards=%d must be >= 1", nshards);
   FILE *fi = fopen(images, "rb"), *fl = fopen(labels, "rb");
-  if (!fi || !fl) { fprintf(stderr, "idx2shards: cannot open '%s'\n", !fi ? images : labels); return 1; }
+  if (!fi || !fl) return ngt_fail("cannot open '%s': %s", !fi ? images : labels, strerror(errno));
   uint32_t mi, ni, rows, cols, ml, nl;
   if (read_u32be(fi, &mi) || read_u32be(fi, &ni) || read_u32be(fi, &rows) || read_u32be(fi, &cols) ||
       mi != 0x803) {
-    fprintf(stderr, "idx2shards: '%s' is not an IDX3 image file (magic 0x%x; gunzip it first?)\n", images, mi);
-    return 1;
+    return ngt_fail("'%s' is not an IDX3 image file (magic 0x%x; gunzip it first?)", images, mi);
   }
   if (read_u32be(fl, &ml) || read_u32be(fl, &nl) || ml != 0x801) {
-    fprintf(stderr, "idx2shards: '%s' is not an IDX1 label file (magic 0x%x; gunzip it first?)\n", labels, ml);
-    return 1;
+    return ngt_fail("'%s' is not an IDX1 label file (magic 0x%x; gunzip it first?)", labels, ml);
   }
-  if (ni != nl) { fprintf(stderr, "idx2shards: %u images but %u labels\n", ni, nl); return 1; }
+  if (ni != nl) return ngt_fail("'%s' holds %u images but '%s' %u labels", images, ni, labels, nl);
   int64_t N = ni;
   if (limit > 0 && limit < N) N = limit;
   const int D = (int)(rows * cols);
   unsigned char *px = malloc((size_t)N * (size_t)D), *lb = malloc((size_t)N);
   if (!px || !lb) ngt_die("out of memory");
   if (fread(px, 1, (size_t)N * (size_t)D, fi) != (size_t)N * (size_t)D || fread(lb, 1, (size_t)N, fl) != (size_t)N) {
-    fprintf(stderr, "idx2shards: '%s' or '%s' is truncated\n", images, labels);
-    return 1;
+    return ngt_fail("'%s' or '%s' is truncated", images, labels);
   }
   fclose(fi); fclose(fl);
   int C = 0;
@@ -99,8 +97,7 @@ int main(int argc, char **argv) {
     else snprintf(path, sizeof path, "%s-%04d.h5", out, s + 1);
     ngt_shard_write_opts wo = {1, 4096};
     if (ngt_shard_write(path, feats, T, D, lab, off, T, NULL, C, &wo, &err)) {
-      fprintf(stderr, "idx2shards: %s\n", err.msg);
-      return 1;
+      return ngt_fail("%s", err.msg);
     }
   }
   printf("idx2shards: %" PRId64 " images of %d pixels, %d classes -> %d shard(s) %s*\n", N, D, C, nshards, out);

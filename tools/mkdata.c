@@ -25,7 +25,6 @@
  * share the class means but hold different utterances, and the number of shards does
  * not change the data.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -34,200 +33,95 @@
 
 #include "ngtrain/fileio.h"
 #include "ngtrain/log.h"
+#include "ngtrain/opts.h"
 #include "ngtrain/rng.h"
 #include "ngtrain/shard.h"
 
 #define STATES 3
 
-static const char *USAGE =
-    "usage: mkdata [options] --out=PREFIX|FILE.h5\n"
-    "\n"
-    "Generate speech-like example shards: frames of --feat-dim dims labelled with\n"
+static const ngt_tool tool = {
+    "mkdata",
+    "generate speech-like example shards: frames of --feat-dim dims labelled with\n"
     "3-state phone-like classes (num_classes = 3 x --num-phones), temporally correlated so\n"
     "that context splicing helps, and (by default) filterbank-like feature statistics.\n"
     "Output is deterministic from --seed; --part picks a different set of utterances with\n"
-    "the same class means (e.g. --part=0 for train, --part=1 for dev).\n"
-    "\n"
-    "Options (default in brackets):\n"
-    "  --out=PREFIX|FILE.h5  write PREFIX-0001.h5 .. PREFIX-NNNN.h5, or one FILE.h5\n"
-    "                        e.g. --out=data/train  or  --out=data/dev.h5\n"
-    "  --num-shards=N        shards to split the utterances into [1]   e.g. --num-shards=4\n"
-    "  --num-utts=N          utterances to generate [200]              e.g. --num-utts=600\n"
-    "  --num-phones=N        phone-like units, 3 classes each [16]     e.g. --num-phones=16\n"
-    "  --feat-dim=N          feature dimension [13]                    e.g. --feat-dim=40\n"
-    "  --min-phones=N        phones per utterance, at least [3]        e.g. --min-phones=3\n"
-    "  --max-phones=N        phones per utterance, at most [12]        e.g. --max-phones=12\n"
-    "  --min-dur=N           frames per state, at least [2]            e.g. --min-dur=2\n"
-    "  --max-dur=N           frames per state, at most [8]             e.g. --max-dur=8\n"
-    "  --smooth=A            AR(1) coefficient a in [0, 1) [0.6]       e.g. --smooth=0.6\n"
-    "  --noise=S             AR(1) noise stddev sigma [0.8]            e.g. --noise=0.5\n"
-    "  --seed=N              model and data seed [1]                   e.g. --seed=7\n"
-    "  --part=N              utterance set (same means) [0]            e.g. --part=1\n"
-    "                        (--utt-seed is an alias)\n"
-    "  --fbank-like=0|1      filterbank-like offsets/scales/correlation [1]\n"
-    "  --compress[=L]        gzip level L (0..9) for the shards [0; bare --compress = 6]\n"
-    "  --help                this text\n"
-    "\n"
-    "Example (the data/ shards of the repository, see data/README.md):\n"
-    "  mkdata --seed=1 --part=0 --num-utts=600 --num-shards=4 --compress --out=data/train\n"
-    "  mkdata --seed=1 --part=1 --num-utts=80 --compress --out=data/dev.h5\n";
+    "the same class means (e.g. --part=0 for train, --part=1 for dev).",
+    "mkdata [options] --out=PREFIX|FILE.h5",
+    "mkdata --seed=1 --part=0 --num-utts=600 --num-shards=4 --compress --out=data/train\n"
+    "mkdata --seed=1 --part=1 --num-utts=80 --compress --out=data/dev.h5",
+    "The examples make the data/ shards of the repository (data/README.md).", 0, 0};
 
 typedef struct opts {
   const char *out;
-  long num_shards, num_utts, num_phones, feat_dim, min_phones, max_phones, min_dur, max_dur;
+  int num_shards, num_utts, num_phones, feat_dim, min_phones, max_phones, min_dur, max_dur;
   double smooth, noise;
-  unsigned long long seed, part;
-  long fbank_like, compress;
+  uint64_t seed, part;
+  int fbank_like, compress;
 } opts;
 
-static int bad_opt(const char *name, const char *val, const char *why) {
-  fprintf(stderr, "mkdata: %s=%s: %s (see mkdata --help)\n", name, val, why);
-  return 2;
+/* value in [lo, hi] (hi_open: [lo, hi)), else a message naming the option and the range */
+static int out_of_range(const char *name, double v, double lo, double hi, int hi_open) {
+  if (v >= lo && (hi_open ? v < hi : v <= hi)) return 0;
+  ngt_fail("--%s=%g: must be in [%g, %g%s (see --help)", name, v, lo, hi, hi_open ? ")" : "]");
+  return 1;
 }
 
-static int parse_long(const char *name, const char *v, long lo, long hi, long *out) {
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno || end == v || *end) return bad_opt(name, v, "not an integer");
-  if (x < lo || x > hi) {
-    char why[128];
-    snprintf(why, sizeof why, "must be in [%ld, %ld]", lo, hi);
-    return bad_opt(name, v, why);
-  }
-  *out = x;
-  return 0;
-}
-
-static int parse_double(const char *name, const char *v, double lo, double hi, double *out) {
-  char *end;
-  errno = 0;
-  double x = strtod(v, &end);
-  if (errno || end == v || *end || !isfinite(x)) return bad_opt(name, v, "not a number");
-  if (x < lo || x >= hi) {
-    char why[128];
-    snprintf(why, sizeof why, "must be in [%g, %g)", lo, hi);
-    return bad_opt(name, v, why);
-  }
-  *out = x;
-  return 0;
-}
-
-static int parse_args(int argc, char **argv, opts *o) {
-  o->out = NULL;
-  o->num_shards = 1;
-  o->num_utts = 200;
-  o->num_phones = 16;
-  o->feat_dim = 13;
-  o->min_phones = 3;
-  o->max_phones = 12;
-  o->min_dur = 2;
-  o->max_dur = 8;
-  o->smooth = 0.6;
-  o->noise = 0.8;
-  o->seed = 1;
-  o->part = 0;
-  o->fbank_like = 1;
-  o->compress = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      fputs(USAGE, stdout);
-      return 1;
-    }
-    if (strncmp(a, "--", 2) != 0) {
-      fprintf(stderr, "mkdata: unexpected argument '%s' (options look like --name=value; see "
-              "mkdata --help)\n", a);
-      return 2;
-    }
-    char name[64];
-    const char *eq = strchr(a, '='), *val = NULL;
-    size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-    if (nl >= sizeof name) nl = sizeof name - 1;
-    memcpy(name, a, nl);
-    name[nl] = '\0';
-    if (eq) {
-      val = eq + 1;
-    } else if (strcmp(name, "--compress") == 0) {
-      val = "6";
-    } else if (i + 1 < argc) {
-      val = argv[++i];
-    } else {
-      fprintf(stderr, "mkdata: option %s needs a value (e.g. %s=4; see mkdata --help)\n", name,
-              name);
-      return 2;
-    }
-    int rc = 0;
-    long l;
-    if (strcmp(name, "--out") == 0) {
-      if (!*val) return bad_opt(name, val, "empty output name");
-      o->out = val;
-    } else if (strcmp(name, "--num-shards") == 0) {
-      rc = parse_long(name, val, 1, 9999, &o->num_shards);
-    } else if (strcmp(name, "--num-utts") == 0) {
-      rc = parse_long(name, val, 1, 100000000, &o->num_utts);
-    } else if (strcmp(name, "--num-phones") == 0) {
-      rc = parse_long(name, val, 1, 100000, &o->num_phones);
-    } else if (strcmp(name, "--feat-dim") == 0) {
-      rc = parse_long(name, val, 1, 100000, &o->feat_dim);
-    } else if (strcmp(name, "--min-phones") == 0) {
-      rc = parse_long(name, val, 1, 10000, &o->min_phones);
-    } else if (strcmp(name, "--max-phones") == 0) {
-      rc = parse_long(name, val, 1, 10000, &o->max_phones);
-    } else if (strcmp(name, "--min-dur") == 0) {
-      rc = parse_long(name, val, 1, 1000, &o->min_dur);
-    } else if (strcmp(name, "--max-dur") == 0) {
-      rc = parse_long(name, val, 1, 1000, &o->max_dur);
-    } else if (strcmp(name, "--smooth") == 0) {
-      rc = parse_double(name, val, 0.0, 1.0, &o->smooth);
-    } else if (strcmp(name, "--noise") == 0) {
-      rc = parse_double(name, val, 0.0, 1e6, &o->noise);
-    } else if (strcmp(name, "--seed") == 0) {
-      rc = parse_long(name, val, 0, 2147483647L, &l);
-      o->seed = (unsigned long long)l;
-    } else if (strcmp(name, "--part") == 0 || strcmp(name, "--utt-seed") == 0) {
-      rc = parse_long(name, val, 0, 2147483647L, &l);
-      o->part = (unsigned long long)l;
-    } else if (strcmp(name, "--fbank-like") == 0) {
-      rc = parse_long(name, val, 0, 1, &o->fbank_like);
-    } else if (strcmp(name, "--compress") == 0) {
-      rc = parse_long(name, val, 0, 9, &o->compress);
-    } else {
-      fprintf(stderr, "mkdata: unknown option '%s' (see mkdata --help)\n", name);
-      return 2;
-    }
-    if (rc) return rc;
-  }
-  if (!o->out) {
-    fprintf(stderr, "mkdata: --out is required (e.g. --out=data/train or --out=dev.h5; see "
-            "mkdata --help)\n");
-    return 2;
-  }
-  if (o->min_phones > o->max_phones) {
-    fprintf(stderr, "mkdata: --min-phones=%ld is larger than --max-phones=%ld\n", o->min_phones,
-            o->max_phones);
-    return 2;
-  }
-  if (o->min_dur > o->max_dur) {
-    fprintf(stderr, "mkdata: --min-dur=%ld is larger than --max-dur=%ld\n", o->min_dur,
-            o->max_dur);
-    return 2;
-  }
-  if (o->num_utts < o->num_shards) {
-    fprintf(stderr, "mkdata: --num-utts=%ld is smaller than --num-shards=%ld (every shard needs "
-            "utterances)\n", o->num_utts, o->num_shards);
-    return 2;
-  }
-  if ((long long)o->num_phones * STATES > 2147483647LL) {
-    fprintf(stderr, "mkdata: --num-phones=%ld is too large\n", o->num_phones);
-    return 2;
-  }
+/* Options into o; 0 to run, else 1 with *code the exit status (--help, a bad option). */
+static int parse_args(int argc, char **argv, opts *o, int *code) {
+  *o = (opts){.out = NULL, .num_shards = 1, .num_utts = 200, .num_phones = 16, .feat_dim = 13,
+              .min_phones = 3, .max_phones = 12, .min_dur = 2, .max_dur = 8, .smooth = 0.6,
+              .noise = 0.8, .seed = 1, .part = 0, .fbank_like = 1, .compress = 0};
+  ngt_opt table[] = {
+      {"out", NGT_OPT_STRING, &o->out, "write PREFIX-0001.h5 .. PREFIX-NNNN.h5, or one FILE.h5", 0},
+      {"num-shards", NGT_OPT_INT, &o->num_shards, "shards to split the utterances into, 1..9999", 0},
+      {"num-utts", NGT_OPT_INT, &o->num_utts, "utterances to generate", 0},
+      {"num-phones", NGT_OPT_INT, &o->num_phones, "phone-like units, 3 classes each", 0},
+      {"feat-dim", NGT_OPT_INT, &o->feat_dim, "feature dimension", 0},
+      {"min-phones", NGT_OPT_INT, &o->min_phones, "phones per utterance, at least", 0},
+      {"max-phones", NGT_OPT_INT, &o->max_phones, "phones per utterance, at most", 0},
+      {"min-dur", NGT_OPT_INT, &o->min_dur, "frames per state, at least", 0},
+      {"max-dur", NGT_OPT_INT, &o->max_dur, "frames per state, at most", 0},
+      {"smooth", NGT_OPT_DOUBLE, &o->smooth, "AR(1) coefficient a in [0, 1)", 0},
+      {"noise", NGT_OPT_DOUBLE, &o->noise, "AR(1) noise stddev sigma", 0},
+      {"seed", NGT_OPT_UINT64, &o->seed, "model and data seed", 0},
+      {"part", NGT_OPT_UINT64, &o->part, "utterance set with the same means (0 train, 1 dev)", 0},
+      {"utt-seed", NGT_OPT_UINT64, &o->part, "the same as --part", 0},
+      {"fbank-like", NGT_OPT_BOOL, &o->fbank_like, "filterbank-like offsets, scales, correlation", 0},
+      {"compress", NGT_OPT_INT, &o->compress, "gzip level 0..9 of the shards; --compress alone = 6", 0},
+      {0, 0, 0, 0, 0}};
+  /* "--compress" alone means level 6 (the parser would take the next argument as its value) */
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--compress")) argv[i] = (char *)"--compress=6";
+  char **pos = NULL;
+  int npos = 0;
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, code)) return 1;
+  free(pos);
+  *code = NGT_EXIT_FAILURE;
+  if (!o->out || !*o->out)
+    return ngt_fail("--out is required (e.g. --out=data/train or --out=dev.h5; see --help)");
+  if (out_of_range("num-shards", o->num_shards, 1, 9999, 0) ||
+      out_of_range("num-utts", o->num_utts, 1, 100000000, 0) ||
+      out_of_range("num-phones", o->num_phones, 1, 100000, 0) ||
+      out_of_range("feat-dim", o->feat_dim, 1, 100000, 0) ||
+      out_of_range("min-phones", o->min_phones, 1, 10000, 0) ||
+      out_of_range("max-phones", o->max_phones, 1, 10000, 0) ||
+      out_of_range("min-dur", o->min_dur, 1, 1000, 0) ||
+      out_of_range("max-dur", o->max_dur, 1, 1000, 0) ||
+      out_of_range("smooth", o->smooth, 0.0, 1.0, 1) ||
+      out_of_range("noise", o->noise, 0.0, 1e6, 1) ||
+      out_of_range("compress", o->compress, 0, 9, 0))
+    return 1;
+  if (o->min_phones > o->max_phones)
+    return ngt_fail("--min-phones=%d is larger than --max-phones=%d", o->min_phones, o->max_phones);
+  if (o->min_dur > o->max_dur)
+    return ngt_fail("--min-dur=%d is larger than --max-dur=%d", o->min_dur, o->max_dur);
+  if (o->num_utts < o->num_shards)
+    return ngt_fail("--num-utts=%d is smaller than --num-shards=%d (every shard needs "
+                    "utterances)", o->num_utts, o->num_shards);
   size_t ol = strlen(o->out);
-  if (ol > 3 && strcmp(o->out + ol - 3, ".h5") == 0 && o->num_shards != 1) {
-    fprintf(stderr, "mkdata: --out=%s names one file but --num-shards=%ld; give a prefix "
-            "(e.g. --out=data/train) for several shards\n", o->out, o->num_shards);
-    return 2;
-  }
+  if (ol > 3 && strcmp(o->out + ol - 3, ".h5") == 0 && o->num_shards != 1)
+    return ngt_fail("--out=%s names one file but --num-shards=%d; give a prefix (e.g. "
+                    "--out=data/train) for several shards", o->out, o->num_shards);
   return 0;
 }
 
@@ -358,8 +252,8 @@ static int64_t gen_utt(const model *m, const opts *o, uint64_t u, float *feats, 
 
 int main(int argc, char **argv) {
   opts o;
-  int prc = parse_args(argc, argv, &o);
-  if (prc) return prc == 1 ? 0 : prc;
+  int code = 0;
+  if (parse_args(argc, argv, &o, &code)) return code;
   ngt_hdf5_quiet();
   model m;
   model_make(&m, &o);
@@ -391,7 +285,7 @@ int main(int argc, char **argv) {
       int64_t T = gen_utt(&m, &o, (uint64_t)u, feats, labels, z, y);
       NGT_ASSERT(T <= cap);
       char id[64];
-      snprintf(id, sizeof id, "part%llu-utt%06" PRId64, o.part, u);
+      snprintf(id, sizeof id, "part%" PRIu64 "-utt%06" PRId64, o.part, u);
       rc = ngt_shard_writer_add(w, id, feats, T, labels, &err);
       for (int64_t t = 0; t < T; t++) {
         counts[labels[t]]++;
@@ -410,7 +304,7 @@ int main(int argc, char **argv) {
     rc = ngt_shard_writer_commit(w, &err);
   }
   if (rc) {
-    fprintf(stderr, "mkdata: %s\n", err.msg);
+    ngt_fail("%s", err.msg);
   } else {
     int cmin = 0, cmax = 0;
     for (int c = 1; c < C; c++) {
@@ -428,10 +322,10 @@ int main(int argc, char **argv) {
     if (o.num_shards == 1)
       printf("mkdata: wrote %s\n", first);
     else
-      printf("mkdata: wrote %ld shards %s .. %s\n", o.num_shards, first, path);
-    printf("mkdata: %ld utterances, %" PRId64 " frames, feat_dim %d, %d classes (%d phones x %d "
-           "states), seed %llu, part %llu\n", o.num_utts, total, D, C, m.P, STATES, o.seed,
-           o.part);
+      printf("mkdata: wrote %d shards %s .. %s\n", o.num_shards, first, path);
+    printf("mkdata: %d utterances, %" PRId64 " frames, feat_dim %d, %d classes (%d phones x %d "
+           "states), seed %" PRIu64 ", part %" PRIu64 "\n", o.num_utts, total, D, C, m.P, STATES,
+           o.seed, o.part);
     printf("mkdata: class counts min %" PRId64 " (class %d) max %" PRId64 " (class %d); "
            "majority class %.1f%% of frames\n", counts[cmin], cmin, counts[cmax], cmax,
            100.0 * (double)counts[cmax] / (double)total);
@@ -446,5 +340,5 @@ int main(int argc, char **argv) {
   free(sum);
   free(sum2);
   model_free(&m);
-  return rc ? 1 : 0;
+  return rc ? NGT_EXIT_FAILURE : NGT_EXIT_OK;
 }

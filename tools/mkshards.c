@@ -43,19 +43,17 @@
 #define PRIOR_FLOOR 5e-6   /* Kaldi nnet3-am-train-transitions / nnet2 (docs/algorithm.md §4.5) */
 #define MAX_NAMED_SKIPS 10 /* skipped utterances named individually */
 
-static const char *usage =
-    "mkshards: make HDF5 training shards from Kaldi feature archives + alignments, or from\n"
+static const ngt_tool tool = {
+    "mkshards",
+    "make HDF5 training shards from Kaldi feature archives + alignments, or from\n"
     "NumPy arrays. Utterances are kept whole, shuffled by --seed and spread over the shards\n"
-    "balanced by frames; a held-out set can be split off by utterance.\n"
-    "Usage: mkshards [options] --feats=<ark|scp> --ali=<ali.txt> --out=PREFIX\n"
-    "       mkshards [options] --npy-feats=X.npy --npy-labels=y.npy [--npy-utt-offsets=o.npy] "
-    "--out=PREFIX\n"
-    "e.g.:  ali-to-pdf exp/tri3_ali/final.mdl 'ark:gunzip -c exp/tri3_ali/ali.*.gz|' "
-    "ark,t:ali.txt\n"
-    "       mkshards --feats=data/train/feats.scp --ali=ali.txt --num-classes=3000 \\\n"
-    "         --num-shards=8 --heldout-utts=300 --cmn --write-priors=shards/priors.txt "
-    "--out=shards/train\n"
-    "       ngtrain ... --train='shards/train-[0-9]*.h5' --valid=shards/train-heldout.h5\n"
+    "balanced by frames; a held-out set can be split off by utterance.",
+    "mkshards [options] --feats=<ark|scp> --ali=<ali.txt> --out=PREFIX\n"
+    "mkshards [options] --npy-feats=X.npy --npy-labels=y.npy [--npy-utt-offsets=o.npy] --out=PREFIX",
+    "ali-to-pdf exp/tri3_ali/final.mdl 'ark:gunzip -c exp/tri3_ali/ali.*.gz|' ark,t:ali.txt\n"
+    "mkshards --feats=data/train/feats.scp --ali=ali.txt --num-classes=3000 \\\n"
+    "  --num-shards=8 --heldout-utts=300 --cmn --write-priors=shards/priors.txt --out=shards/train\n"
+    "ngtrain ... --train='shards/train-[0-9]*.h5' --valid=shards/train-heldout.h5",
     "Features: 'ark:f.ark' / 'scp:f.scp' / a path (.scp => scp); binary or text, float, double\n"
     "or compressed (copy-feats --compress=true). Alignments: 'utt-id pdf pdf ...' per line\n"
     "(ali-to-pdf ark,t:) or a binary int32-vector archive. NumPy: features [T, D] (any numeric\n"
@@ -63,8 +61,8 @@ static const char *usage =
     "offsets every row is its own utterance (independent samples: no context across rows).\n"
     "Writes PREFIX-001.h5 .. PREFIX-NNN.h5 and PREFIX-heldout.h5; counts and priors (from the\n"
     "frames written, train and held-out; priors normalized and floored at 5e-6 as Kaldi does)\n"
-    "as a Kaldi text vector, or as HDF5 (/counts, /priors) if the name ends in .h5.\n"
-    "Options:\n";
+    "as a Kaldi text vector, or as HDF5 (/counts, /priors) if the name ends in .h5.",
+    0, 0};
 
 /* ---------------------------------------------------------------------------------- */
 
@@ -119,23 +117,12 @@ typedef struct ctx {
   char first_key[256];                   /* for messages */
 } ctx;
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("mkshards: error: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  return 1;
-}
-
 static void *grow_or_die(void *p, size_t *cap, size_t need, size_t elem) {
   if (need <= *cap) return p;
   size_t c = *cap ? *cap : 1024;
   while (c < need) c *= 2;
   void *np = realloc(p, c * elem);
-  if (!np) ngt_die("mkshards: out of memory (%zu x %zu bytes)", c, elem);
+  if (!np) ngt_die("out of memory (%zu x %zu bytes)", c, elem);
   *cap = c;
   return np;
 }
@@ -145,7 +132,7 @@ static int key_set_insert(ctx *c, size_t off) {
   if (2 * (c->key_set_count + 1) > c->key_set_n) {
     size_t nn = c->key_set_n ? 2 * c->key_set_n : 4096;
     size_t *ns = calloc(nn, sizeof *ns);
-    if (!ns) ngt_die("mkshards: out of memory");
+    if (!ns) ngt_die("out of memory");
     for (size_t i = 0; i < c->key_set_n; i++) {
       if (!c->key_set[i]) continue;
       size_t j = ngt_fnv1a64_str(c->keys + c->key_set[i] - 1) & (nn - 1);
@@ -189,12 +176,12 @@ static int bad_utt(ctx *c, int why, const char *key, const char *fmt, ...) {
   va_end(ap);
   c->bad[why]++;
   if (c->strict)
-    return fail("utterance '%s': %s (--strict; without it such utterances are skipped and "
-                "counted)", key, detail);
+    return ngt_fail("utterance '%s': %s (--strict; without it such utterances are skipped and "
+                    "counted)", key, detail);
   if (c->named_skips < MAX_NAMED_SKIPS)
-    fprintf(stderr, "mkshards: warning: skipping utterance '%s': %s\n", key, detail);
+    ngt_warn("skipping utterance '%s': %s", key, detail);
   else if (c->named_skips == MAX_NAMED_SKIPS)
-    fprintf(stderr, "mkshards: warning: further skipped utterances are counted but not named\n");
+    ngt_warn("further skipped utterances are counted but not named");
   c->named_skips++;
   return 0;
 }
@@ -210,18 +197,18 @@ static void add_utt(ctx *c, const utt *u) {
 static int check_label_range(ctx *c, const char *key, const char *file, int64_t t, int32_t v) {
   if (v > c->max_label) c->max_label = v;
   if (c->num_classes > 0 && v >= c->num_classes)
-    return fail("'%s': %s%s%sframe %" PRId64 " has class %d but --num-classes=%d (give the "
-                "number of classes; for Kaldi pdfs, tree-info or am-info prints it)", file,
-                key ? "utterance '" : "", key ? key : "", key ? "' " : "", t, v, c->num_classes);
+    return ngt_fail("'%s': %s%s%sframe %" PRId64 " has class %d but --num-classes=%d (give the "
+                    "number of classes; for Kaldi pdfs, tree-info or am-info prints it)", file,
+                    key ? "utterance '" : "", key ? key : "", key ? "' " : "", t, v, c->num_classes);
   return 0;
 }
 
 static int pass1_kaldi(ctx *c) {
   ngt_err err = {0};
-  if (ngt_kaldi_ali_open(c->ali_path, &c->ali, &err)) return fail("%s", err.msg);
-  if (ngt_kaldi_reader_open(c->feats, &c->reader, &err)) return fail("%s", err.msg);
+  if (ngt_kaldi_ali_open(c->ali_path, &c->ali, &err)) return ngt_fail("%s", err.msg);
+  if (ngt_kaldi_reader_open(c->feats, &c->reader, &err)) return ngt_fail("%s", err.msg);
   c->ra = ngt_kaldi_reader_new_random_access();
-  if (!c->ra) return fail("out of memory");
+  if (!c->ra) return ngt_fail("out of memory");
   c->D = -1;
   ngt_kaldi_entry e;
   int rc;
@@ -230,8 +217,8 @@ static int pass1_kaldi(ctx *c) {
   while ((rc = ngt_kaldi_reader_next(c->reader, 0, &e, &err)) == 1) {
     seen++;
     if (e.offset < 0)
-      return fail("features '%s': mkshards reads each utterance twice (shapes, then data) and "
-                  "needs an archive file, not stdin", c->feats);
+      return ngt_fail("features '%s': mkshards reads each utterance twice (shapes, then data) and "
+                      "needs an archive file, not stdin", c->feats);
     if (ngt_now() - t_last > 10) {
       t_last = ngt_now();
       fprintf(stderr, "mkshards: pass 1: %" PRId64 " utterances scanned\n", seen);
@@ -246,9 +233,9 @@ static int pass1_kaldi(ctx *c) {
       c->D = e.mat.cols;
       snprintf(c->first_key, sizeof c->first_key, "%s", e.key);
     } else if (e.mat.cols != c->D) {
-      return fail("utterance '%s' in '%s' (byte %" PRId64 ") has %d-dimensional features but "
-                  "'%s' has %d; all utterances must have the same feature dimension", e.key,
-                  e.file, e.offset, e.mat.cols, c->first_key, c->D);
+      return ngt_fail("utterance '%s' in '%s' (byte %" PRId64 ") has %d-dimensional features but "
+                      "'%s' has %d; all utterances must have the same feature dimension", e.key,
+                      e.file, e.offset, e.mat.cols, c->first_key, c->D);
     }
     size_t klen = strlen(e.key) + 1, off = c->keys_len;
     c->keys = grow_or_die(c->keys, &c->keys_cap, c->keys_len + klen, 1);
@@ -263,7 +250,7 @@ static int pass1_kaldi(ctx *c) {
     const int32_t *lab;
     int64_t n;
     int g = ngt_kaldi_ali_get(c->ali, e.key, &lab, &n, &err);
-    if (g < 0) return fail("%s", err.msg);
+    if (g < 0) return ngt_fail("%s", err.msg);
     if (g == 0) {
       if (bad_utt(c, BAD_NOALI, e.key, "no alignment in '%s' (features in '%s')",
                   ngt_kaldi_ali_path(c->ali), e.file)) return 1;
@@ -281,46 +268,46 @@ static int pass1_kaldi(ctx *c) {
     utt u = {off, e.file, e.offset, T, e.row0, e.col0, e.has_range};
     add_utt(c, &u);
   }
-  if (rc < 0) return fail("%s", err.msg);
-  if (seen == 0) return fail("features '%s' hold no utterances", c->feats);
+  if (rc < 0) return ngt_fail("%s", err.msg);
+  if (seen == 0) return ngt_fail("features '%s' hold no utterances", c->feats);
   return 0;
 }
 
 static int pass1_npy(ctx *c) {
   ngt_err err = {0};
-  if (ngt_npy_open(c->npy_feats, &c->nf, &err)) return fail("%s", err.msg);
-  if (ngt_npy_open(c->npy_labels, &c->nl, &err)) return fail("%s", err.msg);
+  if (ngt_npy_open(c->npy_feats, &c->nf, &err)) return ngt_fail("%s", err.msg);
+  if (ngt_npy_open(c->npy_labels, &c->nl, &err)) return ngt_fail("%s", err.msg);
   char sh[128];
   ngt_npy_shape_str(c->nf, sh, sizeof sh);
   if (c->nf->ndim < 1 || c->nf->shape[0] == 0)
-    return fail("npy '%s': shape %s holds no frames (expected [T, D] with T > 0)", c->npy_feats, sh);
+    return ngt_fail("npy '%s': shape %s holds no frames (expected [T, D] with T > 0)", c->npy_feats, sh);
   int64_t T = c->nf->shape[0], D = c->nf->numel / T;
   if (D <= 0 || D > 1000000)
-    return fail("npy '%s': shape %s gives feature dimension %" PRId64 " (expected [T, D])",
-                c->npy_feats, sh, D);
+    return ngt_fail("npy '%s': shape %s gives feature dimension %" PRId64 " (expected [T, D])",
+                    c->npy_feats, sh, D);
   c->D = (int)D;
   if (c->nl->numel != T || (c->nl->ndim == 2 && c->nl->shape[1] != 1) || c->nl->ndim > 2) {
     char lsh[128];
     ngt_npy_shape_str(c->nl, lsh, sizeof lsh);
-    return fail("npy '%s': labels of shape %s do not match the %" PRId64 " frames of '%s' "
-                "(expected shape (%" PRId64 ",))", c->npy_labels, lsh, T, c->npy_feats, T);
+    return ngt_fail("npy '%s': labels of shape %s do not match the %" PRId64 " frames of '%s' "
+                    "(expected shape (%" PRId64 ",))", c->npy_labels, lsh, T, c->npy_feats, T);
   }
   /* labels: range and maximum, streamed */
   const int64_t B = 1 << 20;
   int32_t *lab = malloc(sizeof(int32_t) * (size_t)(T < B ? T : B));
-  if (!lab) return fail("out of memory");
+  if (!lab) return ngt_fail("out of memory");
   for (int64_t t0 = 0; t0 < T; t0 += B) {
     int64_t n = T - t0 < B ? T - t0 : B;
     if (ngt_npy_read_i32(c->nl, t0, n, lab, &err)) {
       free(lab);
-      return fail("%s (labels must be class indices that fit int32)", err.msg);
+      return ngt_fail("%s (labels must be class indices that fit int32)", err.msg);
     }
     for (int64_t i = 0; i < n; i++) {
       if (lab[i] < 0) {
         int32_t v = lab[i];
         free(lab);
-        return fail("npy '%s': frame %" PRId64 " has negative label %d (labels are class "
-                    "indices 0 .. C-1)", c->npy_labels, t0 + i, v);
+        return ngt_fail("npy '%s': frame %" PRId64 " has negative label %d (labels are class "
+                        "indices 0 .. C-1)", c->npy_labels, t0 + i, v);
       }
       if (check_label_range(c, NULL, c->npy_labels, t0 + i, lab[i])) { free(lab); return 1; }
     }
@@ -337,23 +324,23 @@ static int pass1_npy(ctx *c) {
     return 0;
   }
   ngt_npy *no;
-  if (ngt_npy_open(c->npy_offsets, &no, &err)) return fail("%s", err.msg);
+  if (ngt_npy_open(c->npy_offsets, &no, &err)) return ngt_fail("%s", err.msg);
   int64_t n = no->numel;
   if (no->ndim != 1 || n < 1) {
     ngt_npy_close(no);
-    return fail("npy '%s': utterance offsets must be a 1-D array [U+1] (0, ..., T) or [U] "
-                "(starts)", c->npy_offsets);
+    return ngt_fail("npy '%s': utterance offsets must be a 1-D array [U+1] (0, ..., T) or [U] "
+                    "(starts)", c->npy_offsets);
   }
   int64_t *off = malloc(sizeof(int64_t) * (size_t)(n + 1));
-  if (!off) { ngt_npy_close(no); return fail("out of memory"); }
+  if (!off) { ngt_npy_close(no); return ngt_fail("out of memory"); }
   int rc = ngt_npy_read_i64(no, 0, n, off, &err);
   ngt_npy_close(no);
-  if (rc) { free(off); return fail("%s", err.msg); }
+  if (rc) { free(off); return ngt_fail("%s", err.msg); }
   if (off[0] != 0) {
     int64_t v = off[0];
     free(off);
-    return fail("npy '%s': the first utterance offset is %" PRId64 ", must be 0",
-                c->npy_offsets, v);
+    return ngt_fail("npy '%s': the first utterance offset is %" PRId64 ", must be 0",
+                    c->npy_offsets, v);
   }
   if (off[n - 1] != T) off[n++] = T; /* starts only */
   int64_t U = n - 1;
@@ -364,9 +351,9 @@ static int pass1_npy(ctx *c) {
     if (off[u + 1] < off[u] || off[u + 1] > T) {
       int64_t v = off[u + 1], prev = off[u];
       free(off);
-      return fail("npy '%s': utterance offsets must increase from 0 to T = %" PRId64 ", but "
-                  "entry %" PRId64 " is %" PRId64 " after %" PRId64, c->npy_offsets, T, u + 1, v,
-                  prev);
+      return ngt_fail("npy '%s': utterance offsets must increase from 0 to T = %" PRId64 ", but "
+                      "entry %" PRId64 " is %" PRId64 " after %" PRId64, c->npy_offsets, T, u + 1, v,
+                      prev);
     }
     if (off[u + 1] == off[u]) {
       char key[64];
@@ -443,7 +430,7 @@ static void remove_written(ctx *c) {
 
 static void note_written(ctx *c, const char *path) {
   char **nw = realloc(c->written, sizeof(char *) * (size_t)(c->n_written + 1));
-  if (!nw || !(nw[c->n_written] = strdup(path))) ngt_die("mkshards: out of memory");
+  if (!nw || !(nw[c->n_written] = strdup(path))) ngt_die("out of memory");
   c->written = nw;
   c->n_written++;
 }
@@ -459,7 +446,7 @@ static int write_shard(ctx *c, const char *path, const int64_t *list, int64_t n,
   ngt_err err = {0};
   ngt_shard_write_opts o = {c->compress ? c->compress_level : 0, c->chunk_frames};
   ngt_shard_writer *w;
-  if (ngt_shard_writer_open(path, c->D, C, &o, &w, &err)) return fail("%s", err.msg);
+  if (ngt_shard_writer_open(path, c->D, C, &o, &w, &err)) return ngt_fail("%s", err.msg);
   st->frames = st->utts = 0;
   double t_last = ngt_now();
   for (int64_t k = 0; k < n; k++) {
@@ -468,7 +455,7 @@ static int write_shard(ctx *c, const char *path, const int64_t *list, int64_t n,
     utt_key(c, i, key, sizeof key);
     if (load_utt(c, i, key, &err)) {
       ngt_shard_writer_abort(w);
-      return fail("%s", err.msg);
+      return ngt_fail("%s", err.msg);
     }
     int64_t T = utt_T(c, i);
     int64_t nonfinite = -1;
@@ -486,7 +473,7 @@ static int write_shard(ctx *c, const char *path, const int64_t *list, int64_t n,
     if (c->cmn) cmn(c->x, T, c->D, mean_ws);
     if (ngt_shard_writer_add(w, key, c->x, T, c->labels, &err)) {
       ngt_shard_writer_abort(w);
-      return fail("%s", err.msg);
+      return ngt_fail("%s", err.msg);
     }
     for (int64_t t = 0; t < T; t++) c->counts[c->labels[t]]++;
     st->frames += T;
@@ -502,10 +489,10 @@ static int write_shard(ctx *c, const char *path, const int64_t *list, int64_t n,
   }
   if (st->utts == 0) {
     ngt_shard_writer_abort(w);
-    return fail("%s '%s' would hold no utterances (all of its utterances were skipped); use "
-                "fewer shards", what, path);
+    return ngt_fail("%s '%s' would hold no utterances (all of its utterances were skipped); use "
+                    "fewer shards", what, path);
   }
-  if (ngt_shard_writer_commit(w, &err)) return fail("%s", err.msg);
+  if (ngt_shard_writer_commit(w, &err)) return ngt_fail("%s", err.msg);
   note_written(c, path);
   return 0;
 }
@@ -557,14 +544,14 @@ static int write_counts_priors(ctx *c, int C) {
   for (int k = 0; k < C; k++) total += (double)c->counts[k];
   double *v = malloc(sizeof(double) * (size_t)C);
   float *pf = malloc(sizeof(float) * (size_t)C);
-  if (!v || !pf) return fail("out of memory");
+  if (!v || !pf) return ngt_fail("out of memory");
   int rc = 0;
   if (c->write_counts) {
     for (int k = 0; k < C; k++) v[k] = (double)c->counts[k];
     rc = has_suffix(c->write_counts, ".h5")
              ? write_h5_vectors(c->write_counts, c->counts, NULL, C, &err)
              : ngt_kaldi_write_text_vector(c->write_counts, v, C, 1, &err);
-    if (rc) rc = fail("%s", err.msg);
+    if (rc) rc = ngt_fail("%s", err.msg);
   }
   if (!rc && c->write_priors) {
     /* docs/algorithm.md §4.5: normalized, floored at 5e-6, renormalized to sum 1 */
@@ -581,7 +568,7 @@ static int write_counts_priors(ctx *c, int C) {
     rc = has_suffix(c->write_priors, ".h5")
              ? write_h5_vectors(c->write_priors, c->counts, pf, C, &err)
              : ngt_kaldi_write_text_vector(c->write_priors, v, C, 0, &err);
-    if (rc) rc = fail("%s", err.msg);
+    if (rc) rc = ngt_fail("%s", err.msg);
   }
   free(v);
   free(pf);
@@ -614,19 +601,19 @@ static int run(ctx *c) {
   int64_t skipped = 0;
   for (int b = 0; b < BAD_N; b++) skipped += c->bad[b];
   if (c->U == 0)
-    return fail("no usable utterances: all %" PRId64 " were skipped (see the warnings above)",
-                skipped);
+    return ngt_fail("no usable utterances: all %" PRId64 " were skipped (see the warnings above)",
+                    skipped);
   int C = c->num_classes;
   if (C <= 0) {
     C = c->max_label + 1;
-    fprintf(stderr, "mkshards: warning: --num-classes not given: using the largest class "
-            "seen + 1 = %d; pass the model's number of pdfs (tree-info / am-info) so classes "
-            "never seen in this data still get an output\n", C);
+    ngt_warn("--num-classes not given: using the largest class seen + 1 = %d; pass the "
+             "model's number of pdfs (tree-info / am-info) so classes never seen in this data "
+             "still get an output", C);
   }
   /* shuffle and split */
   int64_t U = c->U;
   int64_t *order = malloc(sizeof(int64_t) * (size_t)U);
-  if (!order) return fail("out of memory");
+  if (!order) return ngt_fail("out of memory");
   for (int64_t i = 0; i < U; i++) order[i] = i;
   ngt_rng r = ngt_rng_make(c->seed, NGT_RNG_STREAM_DATA);
   ngt_rng_shuffle_i64(&r, order, (size_t)U);
@@ -635,14 +622,14 @@ static int run(ctx *c) {
   if (c->heldout_fraction > 0 && H == 0) H = 1;
   if (H >= U) {
     free(order);
-    return fail("the held-out set (%" PRId64 " utterances) would take all %" PRId64 " usable "
-                "utterances; lower --heldout-utts / --heldout-fraction", H, U);
+    return ngt_fail("the held-out set (%" PRId64 " utterances) would take all %" PRId64 " usable "
+                    "utterances; lower --heldout-utts / --heldout-fraction", H, U);
   }
   int N = c->num_shards;
   if (N > U - H) {
     free(order);
-    return fail("--num-shards=%d but only %" PRId64 " training utterances; use at most that "
-                "many shards", N, U - H);
+    return ngt_fail("--num-shards=%d but only %" PRId64 " training utterances; use at most that "
+                    "many shards", N, U - H);
   }
   /* greedy balance in shuffled order: each utterance to the shard with the fewest frames */
   int64_t *fr = calloc((size_t)N, sizeof *fr);
@@ -653,7 +640,7 @@ static int run(ctx *c) {
   c->counts = calloc((size_t)C, sizeof *c->counts);
   double *mean_ws = malloc(sizeof(double) * (size_t)c->D);
   if (!fr || !heap || !shard_of || !start || !list || !c->counts || !mean_ws)
-    return fail("out of memory");
+    return ngt_fail("out of memory");
   for (int s = 0; s < N; s++) heap[s] = s;
   int64_t frames_total = 0;
   for (int64_t k = H; k < U; k++) {
@@ -668,7 +655,7 @@ static int run(ctx *c) {
   for (int s = 0; s < N; s++) start[s + 1] += start[s];
   {
     int64_t *fill = malloc(sizeof(int64_t) * (size_t)N);
-    if (!fill) return fail("out of memory");
+    if (!fill) return ngt_fail("out of memory");
     memcpy(fill, start, sizeof(int64_t) * (size_t)N);
     for (int64_t k = 0; k < U - H; k++) list[fill[shard_of[k]]++] = order[H + k];
     free(fill);
@@ -676,11 +663,11 @@ static int run(ctx *c) {
   /* output directory */
   {
     char *dup = strdup(c->out);
-    if (!dup) return fail("out of memory");
+    if (!dup) return ngt_fail("out of memory");
     ngt_err err = {0};
     int mk = ngt_mkdir_p(dirname(dup), &err);
     free(dup);
-    if (mk) return fail("%s", err.msg);
+    if (mk) return ngt_fail("%s", err.msg);
   }
   double t0 = ngt_now();
   int64_t frames_done = 0, minf = INT64_MAX, maxf = 0, train_frames = 0, train_utts = 0;
@@ -718,8 +705,8 @@ static int run(ctx *c) {
   /* an earlier run with more shards leaves files a glob would pick up */
   shard_path(c, N, N, path, sizeof path);
   if (access(path, F_OK) == 0)
-    fprintf(stderr, "mkshards: warning: '%s' exists from an earlier run with more shards; "
-            "remove it, or a glob over PREFIX-*.h5 will include it\n", path);
+    ngt_warn("'%s' exists from an earlier run with more shards; remove it, or a glob over "
+             "PREFIX-*.h5 will include it", path);
   /* summary */
   skipped = 0;
   for (int b = 0; b < BAD_N; b++) skipped += c->bad[b];
@@ -796,54 +783,39 @@ int main(int argc, char **argv) {
       {"write-priors", NGT_OPT_STRING, &c.write_priors,
        "write class priors (text vector, or .h5 /priors + /counts)", 0},
       {0, 0, 0, 0, 0}};
-  char **pos = calloc((size_t)argc + 1, sizeof(char *));
-  int npos = 0, help = 0;
-  ngt_err err = {0};
-  if (!pos) ngt_die("out of memory");
-  if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) {
-    free(pos);
-    return fail("%s", err.msg);
-  }
-  if (help || argc == 1) {
-    fputs(usage, help ? stdout : stderr);
-    ngt_opts_print_help(table, help ? stdout : stderr);
-    free(pos);
-    return help ? 0 : 1;
-  }
-  int ret = 1;
-  if (npos > 0) {
-    fail("unexpected argument '%s' (all inputs are options: --feats, --ali, --out, ...)", pos[0]);
-    goto out;
-  }
+  char **pos = NULL;
+  int npos = 0, ret = 0;
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &ret)) return ret;
+  ret = 1;
   int kaldi = c.feats || c.ali_path, npy = c.npy_feats || c.npy_labels || c.npy_offsets;
-  if (kaldi && npy) { fail("give either --feats/--ali or --npy-*, not both"); goto out; }
-  if (!kaldi && !npy) { fail("no input: give --feats and --ali, or --npy-feats and --npy-labels"); goto out; }
+  if (kaldi && npy) { ngt_fail("give either --feats/--ali or --npy-*, not both"); goto out; }
+  if (!kaldi && !npy) { ngt_fail("no input: give --feats and --ali, or --npy-feats and --npy-labels"); goto out; }
   if (kaldi && (!c.feats || !c.ali_path)) {
-    fail("Kaldi input needs both --feats and --ali (got only %s)", c.feats ? "--feats" : "--ali");
+    ngt_fail("Kaldi input needs both --feats and --ali (got only %s)", c.feats ? "--feats" : "--ali");
     goto out;
   }
   if (npy && (!c.npy_feats || !c.npy_labels)) {
-    fail("NumPy input needs --npy-feats and --npy-labels");
+    ngt_fail("NumPy input needs --npy-feats and --npy-labels");
     goto out;
   }
-  if (!c.out || !*c.out) { fail("--out=PREFIX is required (e.g. --out=shards/train)"); goto out; }
-  if (c.num_shards < 1) { fail("--num-shards=%d must be >= 1", c.num_shards); goto out; }
-  if (c.num_classes < 0) { fail("--num-classes=%d must be >= 0", c.num_classes); goto out; }
-  if (c.heldout_utts < 0) { fail("--heldout-utts=%d must be >= 0", c.heldout_utts); goto out; }
+  if (!c.out || !*c.out) { ngt_fail("--out=PREFIX is required (e.g. --out=shards/train)"); goto out; }
+  if (c.num_shards < 1) { ngt_fail("--num-shards=%d must be >= 1", c.num_shards); goto out; }
+  if (c.num_classes < 0) { ngt_fail("--num-classes=%d must be >= 0", c.num_classes); goto out; }
+  if (c.heldout_utts < 0) { ngt_fail("--heldout-utts=%d must be >= 0", c.heldout_utts); goto out; }
   if (c.heldout_fraction < 0 || c.heldout_fraction >= 1) {
-    fail("--heldout-fraction=%g must be in [0, 1)", c.heldout_fraction);
+    ngt_fail("--heldout-fraction=%g must be in [0, 1)", c.heldout_fraction);
     goto out;
   }
   if (c.heldout_fraction > 0 && c.heldout_utts > 0) {
-    fail("give --heldout-utts or --heldout-fraction, not both");
+    ngt_fail("give --heldout-utts or --heldout-fraction, not both");
     goto out;
   }
   if (c.compress_level < 1 || c.compress_level > 9) {
-    fail("--compress-level=%d must be 1..9", c.compress_level);
+    ngt_fail("--compress-level=%d must be 1..9", c.compress_level);
     goto out;
   }
-  if (c.chunk_frames < 1) { fail("--chunk-frames must be >= 1"); goto out; }
-  if (c.length_tolerance < 0) { fail("--length-tolerance must be >= 0"); goto out; }
+  if (c.chunk_frames < 1) { ngt_fail("--chunk-frames must be >= 1"); goto out; }
+  if (c.length_tolerance < 0) { ngt_fail("--length-tolerance must be >= 0"); goto out; }
   c.mode = kaldi ? SRC_KALDI : SRC_NPY;
   ret = run(&c);
 out:

@@ -15,12 +15,14 @@
 #include "ngtrain/opts.h"
 #include "ngtrain/shard.h"
 
-static const char *usage =
-    "nneval: objective (average log-probability of the correct class per frame) and frame\n"
-    "accuracy of a model on HDF5 shards. The model's splicing and input transform are applied.\n"
-    "Usage: nneval [options] model.h5 shard.h5|'glob' [more shards]\n"
-    "e.g.:  nneval exp/demo/final.h5 data/dev.h5\n"
-    "Options:\n";
+static const ngt_tool tool = {
+    "nneval",
+    "objective (average log-probability of the correct class per frame) and frame\n"
+    "accuracy of a model on HDF5 shards. The model's splicing and input transform are applied.",
+    "nneval [options] model.h5 shard.h5|'glob' [more shards]",
+    "nneval exp/demo/final.h5 data/dev.h5\n"
+    "nneval --max-frames=20000 exp/run1/final.h5 'shards/train-*.h5'",
+    NULL, 2, -1};
 
 int main(int argc, char **argv) {
   int64_t max_frames = 0;
@@ -33,16 +35,14 @@ int main(int argc, char **argv) {
       {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
-  if (ngt_opts_tool(table, argc, argv, "nneval", usage, 2, -1, &pos, &npos, &code)) return code;
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
   ngt_err err = {0};
   if (mb < 1) {
-    fprintf(stderr, "nneval: --minibatch-size=%d must be >= 1\n", mb);
-    return 1;
+    return ngt_fail("--minibatch-size=%d must be >= 1", mb);
   }
   ngt_nnet *net = NULL;
   if (ngt_nnet_load(pos[0], &net, &err)) {
-    fprintf(stderr, "nneval: %s\n", err.msg);
-    return 1;
+    return ngt_fail("%s", err.msg);
   }
   char **paths = NULL;
   int np = 0;
@@ -50,8 +50,7 @@ int main(int argc, char **argv) {
     char **p = NULL;
     int n = 0;
     if (ngt_glob_paths(pos[i], &p, &n, &err)) {
-      fprintf(stderr, "nneval: %s\n", err.msg);
-      return 1;
+      return ngt_fail("%s", err.msg);
     }
     char **grown = realloc(paths, sizeof(char *) * (size_t)(np + n));
     if (!grown) ngt_die("out of memory");
@@ -61,13 +60,11 @@ int main(int argc, char **argv) {
   }
   ngt_frameset *fs = NULL;
   if (ngt_frameset_load((const char *const *)paths, np, max_frames, seed, &fs, &err)) {
-    fprintf(stderr, "nneval: %s\n", err.msg);
-    return 1;
+    return ngt_fail("%s", err.msg);
   }
   ngt_eval_result r;
   if (ngt_evaluate(net, fs, mb, NULL, &r, &err)) {
-    fprintf(stderr, "nneval: %s: %s\n", pos[0], err.msg);
-    return 1;
+    return ngt_fail("%s: %s", pos[0], err.msg);
   }
   /* the majority-class baseline of these frames, for scale */
   int64_t *cnt = calloc((size_t)fs->num_classes, sizeof(int64_t)), maxc = 0;

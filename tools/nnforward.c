@@ -43,30 +43,22 @@
 
 #define LOG_PRIOR_FLOOR 1e-20 /* a zero prior would give +inf log-likelihoods */
 
-static const char *usage =
-    "nnforward: per-frame log-posteriors of a model (or, with --apply-priors, log-likelihoods\n"
+static const ngt_tool tool = {
+    "nnforward",
+    "per-frame log-posteriors of a model (or, with --apply-priors, log-likelihoods\n"
     "log p(s|x) - log prior(s) for hybrid decoding), for HDF5 shards or a Kaldi feature table.\n"
-    "The model's splicing and input transform are applied per utterance.\n"
-    "Usage: nnforward [options] model.h5 <shards.h5|'glob'|ark:feats.ark|scp:feats.scp> <out>\n"
+    "The model's splicing and input transform are applied per utterance. Messages go to\n"
+    "stderr (stdout may be the archive).",
+    "nnforward [options] model.h5 <shards.h5|'glob'|ark:feats.ark|scp:feats.scp> <out>\n"
     "  out: ark:FILE (Kaldi binary archive of [T, C] float matrices, readable by copy-feats),\n"
     "       ark,scp:FILE.ark,FILE.scp, ark,t:FILE (text), ark:- (stdout), or FILE.h5 (HDF5:\n"
-    "       /logprobs [T, C], /utt_offsets [U+1], /utt_ids [U])\n"
-    "e.g.:  nnforward --apply-priors exp/run1/final.h5 scp:data/test/feats.scp ark:- | \\\n"
-    "         latgen-faster-mapped --acoustic-scale=0.1 --word-symbol-table=words.txt \\\n"
-    "         final.mdl HCLG.fst ark:- 'ark:|gzip -c > lat.1.gz'\n"
-    "       nnforward exp/run1/final.h5 'shards/dev-*.h5' exp/run1/dev_logpost.h5\n"
-    "Options:\n";
+    "       /logprobs [T, C], /utt_offsets [U+1], /utt_ids [U])",
+    "nnforward --apply-priors exp/run1/final.h5 scp:data/test/feats.scp ark:- | \\\n"
+    "  latgen-faster-mapped --acoustic-scale=0.1 --word-symbol-table=words.txt \\\n"
+    "  final.mdl HCLG.fst ark:- 'ark:|gzip -c > lat.1.gz'\n"
+    "nnforward exp/run1/final.h5 'shards/dev-*.h5' exp/run1/dev_logpost.h5",
+    NULL, 3, 3};
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("nnforward: error: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  return 1;
-}
 
 /* ---------------------------------------------------------------------------------- */
 /* HDF5 output, streamed: /logprobs grows by utterance; offsets and ids at the end.      */
@@ -302,28 +294,27 @@ static int is_kaldi_spec(const char *s) {
 static int run_kaldi(fwd *F, const char *spec) {
   ngt_err err = {0};
   ngt_kaldi_reader *r;
-  if (ngt_kaldi_reader_open(spec, &r, &err)) return fail("%s", err.msg);
+  if (ngt_kaldi_reader_open(spec, &r, &err)) return ngt_fail("%s", err.msg);
   ngt_kaldi_entry e;
   int rc;
   while ((rc = ngt_kaldi_reader_next(r, 1, &e, &err)) == 1) {
     if (e.mat.rows == 0) {
       F->empty++;
-      fprintf(stderr, "nnforward: warning: utterance '%s' in '%s' has no frames; skipped\n",
-              e.key, e.file);
+      ngt_warn("utterance '%s' in '%s' has no frames; skipped", e.key, e.file);
       continue;
     }
     if (e.mat.cols != F->net->feat_dim) {
-      rc = fail("utterance '%s' in '%s' has %d-dimensional features but the model expects %d "
-                "(same features as in training? same --cmn?)", e.key, e.file, e.mat.cols,
-                F->net->feat_dim);
+      rc = ngt_fail("utterance '%s' in '%s' has %d-dimensional features but the model expects %d "
+                    "(same features as in training? same --cmn?)", e.key, e.file, e.mat.cols,
+                    F->net->feat_dim);
       break;
     }
     if (forward_utt(F, e.key, e.mat.data, e.mat.rows, &err)) {
-      rc = fail("%s", err.msg);
+      rc = ngt_fail("%s", err.msg);
       break;
     }
   }
-  if (rc < 0) rc = fail("%s", err.msg);
+  if (rc < 0) rc = ngt_fail("%s", err.msg);
   ngt_kaldi_reader_close(r);
   return rc;
 }
@@ -332,22 +323,22 @@ static int run_shards(fwd *F, const char *pattern) {
   ngt_err err = {0};
   char **paths = NULL;
   int np = 0;
-  if (ngt_glob_paths(pattern, &paths, &np, &err)) return fail("%s", err.msg);
+  if (ngt_glob_paths(pattern, &paths, &np, &err)) return ngt_fail("%s", err.msg);
   int rc = 0;
   float *feats = NULL;
   size_t cap = 0;
   for (int p = 0; p < np && !rc; p++) {
     ngt_shard *sh;
-    if (ngt_shard_open(paths[p], &sh, &err)) { rc = fail("%s", err.msg); break; }
+    if (ngt_shard_open(paths[p], &sh, &err)) { rc = ngt_fail("%s", err.msg); break; }
     if (sh->feat_dim != F->net->feat_dim) {
-      rc = fail("shard '%s' has feat_dim %d but the model expects %d", paths[p], sh->feat_dim,
-                F->net->feat_dim);
+      rc = ngt_fail("shard '%s' has feat_dim %d but the model expects %d", paths[p], sh->feat_dim,
+                    F->net->feat_dim);
       ngt_shard_close(sh);
       break;
     }
     char **ids = NULL;
     if (ngt_shard_read_ids(sh, &ids, &err)) {
-      rc = fail("%s", err.msg);
+      rc = ngt_fail("%s", err.msg);
       ngt_shard_close(sh);
       break;
     }
@@ -365,15 +356,15 @@ static int run_shards(fwd *F, const char *pattern) {
       size_t need = (size_t)T * (size_t)sh->feat_dim;
       if (need > cap) {
         float *nf = realloc(feats, sizeof(float) * need);
-        if (!nf) { rc = fail("out of memory"); break; }
+        if (!nf) { rc = ngt_fail("out of memory"); break; }
         feats = nf;
         cap = need;
       }
-      if (ngt_shard_read(sh, s, T, feats, NULL, &err)) { rc = fail("%s", err.msg); break; }
+      if (ngt_shard_read(sh, s, T, feats, NULL, &err)) { rc = ngt_fail("%s", err.msg); break; }
       char key[512];
       if (ids && ids[u][0]) snprintf(key, sizeof key, "%s", ids[u]);
       else snprintf(key, sizeof key, "%s-%06" PRId64, base, u);
-      if (forward_utt(F, key, feats, T, &err)) rc = fail("%s", err.msg);
+      if (forward_utt(F, key, feats, T, &err)) rc = ngt_fail("%s", err.msg);
     }
     if (ids) ngt_shard_free_ids(ids, sh->num_utts);
     ngt_shard_close(sh);
@@ -393,37 +384,25 @@ int main(int argc, char **argv) {
        "ark or h5 (default: h5 if the output name ends in .h5, else ark)", 0},
       {"minibatch-size", NGT_OPT_INT, &mb, "frames per forward pass", 0},
       {0, 0, 0, 0, 0}};
-  char **pos = calloc((size_t)argc + 1, sizeof(char *));
-  int npos = 0, help = 0;
+  char **pos = NULL;
+  int npos = 0, code = 0;
   ngt_err err = {0};
-  if (!pos) ngt_die("out of memory");
-  if (ngt_opts_parse(table, argc, argv, pos, &npos, &help, &err)) {
-    free(pos);
-    return fail("%s", err.msg);
-  }
-  if (help || npos != 3) {
-    fputs(usage, help ? stdout : stderr);
-    ngt_opts_print_help(table, help ? stdout : stderr);
-    if (!help && npos != 3)
-      fprintf(stderr, "nnforward: error: expected 3 arguments (model, input, output), got %d\n", npos);
-    free(pos);
-    return help ? 0 : 1;
-  }
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
   const char *model = pos[0], *input = pos[1], *output = pos[2];
-  if (mb < 1) { free(pos); return fail("--minibatch-size=%d must be >= 1", mb); }
+  if (mb < 1) { free(pos); return ngt_fail("--minibatch-size=%d must be >= 1", mb); }
   int want_h5;
   size_t ol = strlen(output);
   if (!strcmp(format, "h5")) want_h5 = 1;
   else if (!strcmp(format, "ark")) want_h5 = 0;
   else if (!*format) want_h5 = ol > 3 && !strcmp(output + ol - 3, ".h5") && strncmp(output, "ark", 3);
-  else { free(pos); return fail("--output-format='%s': expected ark or h5", format); }
+  else { free(pos); return ngt_fail("--output-format='%s': expected ark or h5", format); }
   if (want_h5 && (!strncmp(output, "ark:", 4) || !strncmp(output, "ark,", 4) || !strcmp(output, "-"))) {
     free(pos);
-    return fail("--output-format=h5 needs a file name, not '%s'", output);
+    return ngt_fail("--output-format=h5 needs a file name, not '%s'", output);
   }
 
   ngt_nnet *net = NULL;
-  if (ngt_nnet_load(model, &net, &err)) { free(pos); return fail("%s", err.msg); }
+  if (ngt_nnet_load(model, &net, &err)) { free(pos); return ngt_fail("%s", err.msg); }
   fwd F;
   memset(&F, 0, sizeof F);
   F.net = net;
@@ -431,13 +410,13 @@ int main(int argc, char **argv) {
   int rc = 0;
   if (apply_priors) {
     if (!net->priors) {
-      rc = fail("model '%s' has no class priors, so --apply-priors cannot divide by them; "
-                "use a final model from ngtrain (it stores the priors) or drop --apply-priors",
-                model);
+      rc = ngt_fail("model '%s' has no class priors, so --apply-priors cannot divide by them; "
+                    "use a final model from ngtrain (it stores the priors) or drop --apply-priors",
+                    model);
       goto out_net;
     }
     F.log_prior = malloc(sizeof(float) * (size_t)net->num_classes);
-    if (!F.log_prior) { rc = fail("out of memory"); goto out_net; }
+    if (!F.log_prior) { rc = ngt_fail("out of memory"); goto out_net; }
     int floored = 0;
     for (int c = 0; c < net->num_classes; c++) {
       double p = net->priors[c];
@@ -445,19 +424,19 @@ int main(int argc, char **argv) {
       F.log_prior[c] = (float)log(p);
     }
     if (floored)
-      fprintf(stderr, "nnforward: warning: %d class prior(s) in '%s' are zero; floored at %g\n",
-              floored, model, LOG_PRIOR_FLOOR);
+      ngt_warn("%d class prior(s) in '%s' are zero; floored at %g", floored, model,
+               LOG_PRIOR_FLOOR);
   }
   F.ws = ngt_nnet_ws_new(net, mb);
   F.X = ngt_mat_alloc(mb, net->input_dim);
   if (want_h5) {
-    if (h5out_open(output, net->num_classes, &F.h5, &err)) { rc = fail("%s", err.msg); goto out_ws; }
+    if (h5out_open(output, net->num_classes, &F.h5, &err)) { rc = ngt_fail("%s", err.msg); goto out_ws; }
   } else {
-    if (ngt_kaldi_writer_open(output, &F.ark, &err)) { rc = fail("%s", err.msg); goto out_ws; }
+    if (ngt_kaldi_writer_open(output, &F.ark, &err)) { rc = ngt_fail("%s", err.msg); goto out_ws; }
   }
   F.t0 = F.t_last = ngt_now();
   rc = is_kaldi_spec(input) ? run_kaldi(&F, input) : run_shards(&F, input);
-  if (!rc && F.utts == 0) rc = fail("'%s' holds no utterances with frames; nothing written", input);
+  if (!rc && F.utts == 0) rc = ngt_fail("'%s' holds no utterances with frames; nothing written", input);
   if (rc) {
     ngt_kaldi_writer_abort(F.ark);
     h5out_abort(F.h5);
@@ -465,7 +444,7 @@ int main(int argc, char **argv) {
   }
   const char *kind = apply_priors ? "log-likelihood" : "log-posterior";
   if (F.ark ? ngt_kaldi_writer_close(F.ark, &err) : h5out_close(F.h5, kind, model, &err)) {
-    rc = fail("%s", err.msg);
+    rc = ngt_fail("%s", err.msg);
     goto out_ws;
   }
   {

@@ -17,21 +17,19 @@
 #include "ngtrain/log.h"
 #include "ngtrain/nnet.h"
 #include "ngtrain/nnet_io.h"
+#include "ngtrain/opts.h"
 
-static void usage(FILE *out) {
-  fprintf(out,
-          "usage: nninfo [--help] MODEL.h5|CONFIG.cfg\n"
-          "\n"
-          "Print the structure of an ngtrain model, checkpoint or network config: the config\n"
-          "text, every component (type, dims, parameters, max-change, learning-rate factor,\n"
-          "natural-gradient settings), the total parameter count, input splicing, input\n"
-          "transform, priors and, for checkpoints, the saved training-state arrays.\n"
-          "A file is read as a model if it is HDF5 (or ends in .h5/.hdf5), else as a config.\n"
-          "\n"
-          "examples:\n"
-          "  nninfo exp/run1/final.h5\n"
-          "  nninfo data/nnet-small.cfg\n");
-}
+static const ngt_tool tool = {
+    "nninfo",
+    "print the structure of an ngtrain model, checkpoint or network config: the config\n"
+    "text, every component (type, dims, parameters, max-change, learning-rate factor,\n"
+    "natural-gradient settings), the total parameter count, input splicing, input\n"
+    "transform, priors and, for checkpoints, the saved training-state arrays.\n"
+    "A file is read as a model if it is HDF5 (or ends in .h5/.hdf5), else as a config.",
+    "nninfo MODEL.h5|CONFIG.cfg",
+    "nninfo exp/run1/final.h5\n"
+    "nninfo data/nnet-small.cfg",
+    NULL, 1, 1};
 
 static int ends_with(const char *s, const char *suf) {
   size_t n = strlen(s), m = strlen(suf);
@@ -116,10 +114,7 @@ static herr_t list_blob(hid_t g, const char *name, const H5L_info_t *info, void 
 static int print_train_state(const char *path) {
   ngt_hdf5_quiet();
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) {
-    fprintf(stderr, "nninfo: cannot reopen '%s' to list /train_state\n", path);
-    return 1;
-  }
+  if (f < 0) return ngt_fail("cannot reopen '%s' to list /train_state", path);
   if (H5Lexists(f, "train_state", H5P_DEFAULT) <= 0) {
     printf("train state: none (a final model, not a checkpoint)\n");
     H5Fclose(f);
@@ -138,28 +133,12 @@ static int print_train_state(const char *path) {
 }
 
 int main(int argc, char **argv) {
-  const char *path = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      usage(stdout);
-      return 0;
-    }
-    if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      fprintf(stderr, "nninfo: unknown option '%s'\n\n", argv[i]);
-      usage(stderr);
-      return 1;
-    }
-    if (path) {
-      fprintf(stderr, "nninfo: expected one file, got '%s' and '%s'\n\n", path, argv[i]);
-      usage(stderr);
-      return 1;
-    }
-    path = argv[i];
-  }
-  if (!path) {
-    usage(stderr);
-    return 1;
-  }
+  ngt_opt table[] = {{0, 0, 0, 0, 0}};
+  char **pos = NULL;
+  int npos = 0, code = 0;
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
+  const char *path = pos[0];
+  free(pos); /* path points into argv */
 
   ngt_hdf5_quiet();
   htri_t is_h5 = H5Fis_hdf5(path);
@@ -168,10 +147,7 @@ int main(int argc, char **argv) {
   ngt_nnet *net = NULL;
   ngt_err err = {0};
   int rc = is_model ? ngt_nnet_load(path, &net, &err) : ngt_nnet_from_config_file(path, &net, &err);
-  if (rc) {
-    fprintf(stderr, "nninfo: %s\n", err.msg);
-    return 1;
-  }
+  if (rc) return ngt_fail("%s", err.msg);
 
   printf("%s: %s\n", is_model ? "model" : "config", path);
   printf("config:\n");

@@ -6,6 +6,7 @@
  * Four panels against the iteration: objective (train, valid), frame accuracy (train,
  * valid), learning rate, active jobs. SVG is written directly (no plotting packages).
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,9 +66,14 @@ static void panel(FILE *f, const series *s, int x0, int y0, int w, int h, const 
   }
 }
 
-static const char *usage =
-    "plotcurves: draw a run's training curves (DIR/metrics.jsonl) as an SVG.\n"
-    "Usage: plotcurves [--out=FILE.svg] DIR\ne.g.:  plotcurves exp/demo\nOptions:\n";
+static const ngt_tool tool = {
+    "plotcurves",
+    "draw a run's training curves (DIR/metrics.jsonl) as an SVG: objective, frame\n"
+    "accuracy, learning rate and active jobs against the iteration.",
+    "plotcurves [--out=FILE.svg] DIR",
+    "plotcurves exp/demo            # writes exp/demo/curves.svg\n"
+    "plotcurves --out=c.svg exp/demo",
+    NULL, 1, 1};
 
 int main(int argc, char **argv) {
   const char *out = NULL;
@@ -75,7 +81,7 @@ int main(int argc, char **argv) {
                      {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
-  if (ngt_opts_tool(table, argc, argv, "plotcurves", usage, 1, 1, &pos, &npos, &code)) return code;
+  if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
   ngt_err err = {0};
   char mp[4096], op[4096];
   snprintf(mp, sizeof mp, "%s/metrics.jsonl", pos[0]);
@@ -83,8 +89,7 @@ int main(int argc, char **argv) {
   if (!out) snprintf(op, sizeof op, "%s/curves.svg", pos[0]);
   FILE *f = fopen(mp, "r");
   if (!f) {
-    fprintf(stderr, "plotcurves: cannot open '%s' (is '%s' an ngtrain run directory?)\n", mp, pos[0]);
-    return 1;
+    return ngt_fail("cannot open '%s' (is '%s' an ngtrain run directory?)", mp, pos[0]);
   }
   series s;
   memset(&s, 0, sizeof s);
@@ -107,15 +112,13 @@ int main(int argc, char **argv) {
   }
   fclose(f);
   if (s.n == 0) {
-    fprintf(stderr, "plotcurves: '%s' holds no iteration lines yet\n", mp);
-    return 1;
+    return ngt_fail("'%s' holds no iteration lines yet", mp);
   }
   char tmp[4200];
   ngt_tmp_path(op, tmp, sizeof tmp);
   FILE *g = fopen(tmp, "w");
   if (!g) {
-    fprintf(stderr, "plotcurves: cannot write '%s'\n", op);
-    return 1;
+    return ngt_fail("cannot write '%s': %s (does the directory exist and is it writable?)", op, strerror(errno));
   }
   fprintf(g, "<svg xmlns='http://www.w3.org/2000/svg' width='1000' height='640' font-family='sans-serif'>\n"
              "<rect width='100%%' height='100%%' fill='#fafafa'/>\n"
@@ -126,8 +129,7 @@ int main(int argc, char **argv) {
   panel(g, &s, 580, 370, 380, 230, "active jobs", F_JOBS, -1, "jobs", "", 1.0);
   fprintf(g, "</svg>\n");
   if (fclose(g) != 0 || ngt_commit_tmp(tmp, op, &err)) {
-    fprintf(stderr, "plotcurves: cannot write '%s': %s\n", op, err.msg);
-    return 1;
+    return ngt_fail("cannot write '%s': %s", op, err.msg);
   }
   printf("plotcurves: wrote %s\n", op);
   for (int k = 0; k < NF; k++) free(s.v[k]);

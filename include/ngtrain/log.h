@@ -7,13 +7,19 @@
  *   - broken invariants hit NGT_ASSERT, never compiled out, which calls ngt_die().
  * ngt_die() prints once and exits; under MPI comm.c installs a hook that calls
  * MPI_Abort so every rank stops.
+ * Programs report with the same three calls, prefixed with their own name (set once by
+ * ngt_opts_tool, "ngtrain" until then): ngt_fail() "PROG: error: ..." (returns the exit
+ * code 1), ngt_warn() "PROG: warning: ...", ngt_die() "PROG: fatal: ..." (exits 1).
  *
  *   ngt_err err = {0};
  *   if (ngt_shard_open(path, &sh, &err) != 0) ngt_die("%s", err.msg);
  *   NGT_LOG(NGT_INFO, "iteration %d of %d", it, n);
  *   NGT_ASSERT(rows > 0);
  *
- * Global state: the log level, the rank prefix and the die hook (set once at start-up).
+ *   if (ngt_nnet_load(path, &net, &err)) return ngt_fail("%s", err.msg);
+ *
+ * Global state: the log level, the program name, the rank prefix and the die hook (set
+ * once at start-up).
  */
 #ifndef NGTRAIN_LOG_H
 #define NGTRAIN_LOG_H
@@ -49,6 +55,11 @@ int ngt_err_set(ngt_err *err, int code, const char *fmt, ...)
 /* Prefix an existing message: "context: old message". Returns err->code. */
 int ngt_err_prefix(ngt_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Exit status of every program (README "Exit status"): 0 success (and --help), 1 any error
+ * (a bad option or argument, bad data, a failed write), with one message on stderr. Kaldi's
+ * programs exit the same way. mpirun reports a rank's MPI_Abort as a non-zero status too. */
+enum { NGT_EXIT_OK = 0, NGT_EXIT_FAILURE = 1 };
+
 enum ngt_log_level { NGT_ERROR = 0, NGT_WARN = 1, NGT_INFO = 2, NGT_DEBUG = 3, NGT_TRACE = 4 };
 
 /* Current level: messages with level <= this are printed. Default NGT_INFO.
@@ -71,7 +82,19 @@ void ngt_log_write(int level, const char *file, int line, const char *fmt, ...)
   } while (0)
 #define NGT_WARN_MSG(...) NGT_LOG(NGT_WARN, __VA_ARGS__)
 
-/* Print "ngtrain: fatal: <msg>" once and stop the program (every rank under MPI). */
+/* The program name that prefixes ngt_fail/ngt_warn/ngt_die messages (default "ngtrain");
+ * ngt_opts_tool sets it. name must outlive the program (a string literal). */
+void ngt_log_set_prog(const char *name);
+const char *ngt_log_prog(void);
+
+/* Print "PROG: error: <msg>" to stderr and return NGT_EXIT_FAILURE, so a program's main
+ * reports and leaves in one line: `return ngt_fail("%s", err.msg);`. */
+int ngt_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "PROG: warning: <msg>" to stderr (a tool's user-facing warning; the trainer's
+ * timestamped log uses NGT_LOG(NGT_WARN, ...)). */
+void ngt_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print "PROG: fatal: <msg>" once and stop the program (every rank under MPI). */
 _Noreturn void ngt_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Installed by comm.c: called by ngt_die after printing, must not return. */

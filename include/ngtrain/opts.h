@@ -52,14 +52,54 @@ int ngt_opts_parse(ngt_opt *table, int argc, char **argv, char **pos, int *npos,
 void ngt_opts_print_help(const ngt_opt *table, FILE *out);
 /* Print the resolved values as a two-column table (start-up log). */
 void ngt_opts_print_values(const ngt_opt *table, FILE *out);
-/* The front door of every tool: parse argv with table. Returns 0 with the positional
- * arguments in *pos (caller frees the array, not the strings) when the tool should run.
- * Returns 1 with *exit_code set when it should exit at once: after --help (usage and the
- * option list on stdout, code 0), after a bad option ("prog: message" on stderr, code 1),
- * or when the number of positionals is outside [min_pos, max_pos] (usage on stderr, code
- * 1; max_pos < 0 means no upper limit). */
-int ngt_opts_tool(ngt_opt *table, int argc, char **argv, const char *prog, const char *usage,
-                  int min_pos, int max_pos, char ***pos, int *npos, int *exit_code);
+/* What a program is, for its --help and its messages (see ngt_opts_tool). */
+typedef struct ngt_tool {
+  const char *name;     /* program name: prefixes its messages (ngt_log_set_prog) */
+  const char *about;    /* what it does: one or more lines, '\n'-separated */
+  const char *usage;    /* command line(s) shown after "Usage: " */
+  const char *example;  /* example command line(s) shown after "e.g.:  " (required) */
+  const char *notes;    /* more text after the examples (input formats, ...), or NULL */
+  int min_pos, max_pos; /* positional arguments allowed; max_pos < 0: no upper limit */
+} ngt_tool;
+
+/* The front door of every program (ngtrain and tools/): sets the message prefix to
+ * tool->name, parses argv with table and returns 0 with the positional arguments in *pos
+ * (caller frees the array, not the strings) when the program should run. Otherwise it
+ * returns 1 with *exit_code set and the program returns it at once:
+ *
+ *   situation                                output                         exit code
+ *   --help (or -h)                           the help below, on stdout      0
+ *   no arguments at all                      the help, on stderr            1
+ *   a bad option or value                    "NAME: error: <what, value,    1
+ *                                            closest option name>"
+ *   too few / too many positional arguments  "NAME: error: ..." + Usage     1
+ *
+ * Every later error of the program is reported with ngt_fail ("NAME: error: ...", exit 1)
+ * and a broken invariant with ngt_die ("NAME: fatal: ...", exit 1): so every program exits
+ * 0 on success and 1 on any error, with one message on stderr (NGT_EXIT_*, log.h; README
+ * "Exit status"). Under MPI only rank 0 prints (the ranks parse the same argv).
+ *
+ * Help layout, the same for every program:
+ *   NAME: about...
+ *
+ *   Usage: usage...
+ *   e.g.:  example...
+ *
+ *   notes... (if any)
+ *
+ *   Options:
+ *     --name=<type>   help (default: value)       (ngt_opts_print_help)
+ *     --help          print this help and exit
+ *   Exit status: 0 on success, 1 on any error (the message is on stderr).
+ *
+ *   static const ngt_tool tool = {"avgmodel", "average models", "avgmodel [options] in.h5.. out.h5",
+ *                                 "avgmodel 1.h5 2.h5 avg.h5", NULL, 2, -1};
+ *   if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
+ */
+int ngt_opts_tool(const ngt_tool *tool, ngt_opt *table, int argc, char **argv, char ***pos,
+                  int *npos, int *exit_code);
+/* The help text of a program (layout above). */
+void ngt_opts_tool_help(const ngt_tool *tool, const ngt_opt *table, FILE *out);
 /* Lookup by name; NULL if absent. */
 ngt_opt *ngt_opts_find(ngt_opt *table, const char *name);
 

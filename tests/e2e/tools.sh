@@ -34,4 +34,19 @@ for t in ngtrain nninfo nneval avgmodel nnforward mkshards mkdata plotcurves idx
   "$B/$t" --help >"$T/h" 2>&1 && grep -qi "e\.g\.\|example" "$T/h" || fail "$t --help lacks an example"
 done
 pass "every program has --help with an example"
+# one front door: a bad option or a missing file is "PROG: error: ..." naming it, exit status 1
+N=/nonexistent-ngt f0=$fails
+declare -A bad=([ngtrain]="--config=$N.cfg --train=$N.h5 --dir=$T/z" [nninfo]="$N.h5"
+  [nneval]="$N.h5 $N-2.h5" [avgmodel]="$N.h5 $N-2.h5 $T/z.h5" [nnforward]="$N.h5 $N-2.h5 $T/z.h5"
+  [mkshards]="--feats=$N.ark --ali=$N.txt --out=$T/z" [mkdata]="--num-utts=1 --out=$N/z.h5"
+  [plotcurves]="$N" [idx2shards]="--images=$N --labels=$N --out=$T/z")
+for t in "${!bad[@]}"; do
+  rc=0; "$B/$t" --no-such-option >/dev/null 2>"$T/e" || rc=$?
+  [[ $rc -eq 1 ]] && grep -q "^$t: error: unknown option --no-such-option" "$T/e" \
+    || { fail "$t: bad option (exit $rc)"; cat "$T/e"; }
+  rc=0; "$B/$t" ${bad[$t]} >/dev/null 2>"$T/e" || rc=$?
+  [[ $rc -eq 1 && $(grep -c "^$t: error: .*$N" "$T/e") -eq 1 ]] && { [[ $t == ngtrain ]] || ! grep -q "^ngtrain" "$T/e"; } \
+    || { fail "$t: missing input (exit $rc)"; cat "$T/e"; }
+done
+[[ $fails -eq $f0 ]] && pass "every program: a bad option or a missing file is one 'PROG: error: ...' line, exit status 1"
 [[ $fails -eq 0 ]]

@@ -11,7 +11,7 @@
 #   STYLE.md "Heading"             -> docs/design.md §8.x    (the Style section; "Errors" is §6)
 #   "issue N" references to the project's tracker, in the phrasings the tree used, -> the
 #   thing itself or the docs section that describes it.
-# Scope: src include tools tests docs data README.md meson.build, text files only; fuzzing
+# Scope: src include tools tests evidence docs data README.md meson.build, text files only; fuzzing
 # inputs (tests/fuzz/corpus, tests/fuzz/regress), this script and tests/check_docs.sh are
 # left alone. Prints the files it changed.
 set -euo pipefail
@@ -74,7 +74,7 @@ while IFS= read -r f; do
   fi
   rm -f "$tmp"
 done < <(grep -rlIE 'docs/ngsgd\.md|DESIGN\.md|STYLE\.md|issues? [0-9]|§[0-9][0-9.]* of docs/' \
-           src include tools tests docs data README.md meson.build 2>/dev/null |
+           src include tools tests evidence docs data README.md meson.build 2>/dev/null |
          grep -vE '^(tests/fuzz/(corpus|regress)/|tools/dev/fix-citations\.sh$|tests/check_docs\.sh$)' |
          sort)
 echo "fix-citations: $changed file(s) changed"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# tools/evidence.sh — the evidence runs of docs/algorithm.md §5 and §4.9, one command each.
+# evidence/run.sh — the evidence runs of docs/algorithm.md §5 and §4.9, one command each.
 # Every subcommand trains with build/ngtrain, writes a markdown table to docs/results/<name>.md
 # (with the exact command, date, machine, OpenBLAS kernel line and wall time) and prints it.
+# The tables' numbers come from evidence/metrics.py. (This was tools/evidence.sh: results written
+# before the move name that path in their Command line.)
 #
-#   bash tools/evidence.sh [--quick] [--build=DIR] [--out=DIR] ng|parallel|transform|all
+#   bash evidence/run.sh [--quick] [--build=DIR] [--out=DIR] ng|parallel|transform|all
 #
 #   ng         §5 claim 3: plain SGD, simple NG-SGD and online NG-SGD in one process;
 #              each method's best initial effective lrate from a factor-2 grid (searched up or
@@ -28,9 +30,10 @@
 # after the other, so that the timings are not distorted by each other (others' jobs on the same
 # machine still are: the load average is recorded).
 set -euo pipefail
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "$SELF" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 MODE=full BUILD=build OUT="" CMD=""
 for a in "$@"; do
@@ -52,7 +55,7 @@ PY=$(command -v python3 || true)
 [[ -n $PY ]] || { echo "evidence: python3 is needed to read metrics.jsonl (apt-get install python3)" >&2; exit 1; }
 command -v h5ls >/dev/null || { echo "evidence: h5ls is needed (apt-get install hdf5-tools)" >&2; exit 1; }
 source tools/env.sh
-ARGV_ORIG="bash tools/evidence.sh $*"
+ARGV_ORIG="bash evidence/run.sh $*"
 
 if [[ $MODE == quick ]]; then
   OUT=${OUT:-exp/evidence-quick}; RES=$OUT/results
@@ -70,85 +73,9 @@ JOBS=(1 2 4 8)
 ITERS_PER_EPOCH=16        # --samples-per-iter = frames/16: an epoch is 16 iterations at 1 job
 mkdir -p "$OUT/runs" "$RES"
 BIN_KEY=$(md5sum "$NGTRAIN" | cut -c1-12)
-EV=$OUT/evq.py
+EV=$PWD/evidence/metrics.py   # the tables' numbers from metrics.jsonl
 
-# ------------------------------------------------------------------ helpers (Python: metrics)
-cat > "$EV" <<'PYEOF'
-# evq.py — read ngtrain's DIR/metrics.jsonl (written by tools/evidence.sh; regenerated each run)
-import json, math, statistics, sys
-
-def rows(d):
-    with open(d + "/metrics.jsonl") as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-def at_epoch(rs, k):
-    return min(rs, key=lambda r: abs(r["epoch"] - k))
-
-def cell(r, k=None):
-    o, a = r["valid_objective"], r["valid_accuracy"]
-    if not math.isfinite(o): return "NaN"
-    s = "%.4f / %.2f%%" % (o, 100 * a)
-    if k is not None and abs(r["epoch"] - k) > 0.01: s += " (ep %.2f)" % r["epoch"]
-    return s
-
-cmd, args = sys.argv[1], sys.argv[2:]
-if cmd == "obj":            # final validation objective (nan if none)
-    rs = rows(args[0]); print(rs[-1]["valid_objective"] if rs else "nan")
-elif cmd == "cells":        # cells DIR k1 k2 ... : "obj / acc" at epochs k
-    rs = rows(args[0]); print(" | ".join(cell(at_epoch(rs, float(k)), float(k)) for k in args[1:]))
-elif cmd == "final":        # final DIR : "obj / acc"
-    rs = rows(args[0]); print(cell(rs[-1]))
-elif cmd == "objat":        # objat DIR k : objective at epoch k
-    rs = rows(args[0]); print("%.4f" % at_epoch(rs, float(args[1]))["valid_objective"])
-elif cmd == "flag":         # flag DIR : a note when the run got worse after epoch 1 (diverging)
-    rs = rows(args[0]); o1 = at_epoch(rs, 1)["valid_objective"]; oN = rs[-1]["valid_objective"]
-    print("**worse than after epoch 1**" if not (oN >= o1 - 1e-4) else "")
-elif cmd == "mc":           # mean over iterations of the per-component and global max-change %
-    rs = rows(args[0]); n = len(rs)
-    print("%.1f / %.1f" % (sum(r["max_change_pct"] for r in rs) / n,
-                           sum(r["max_param_change_pct"] for r in rs) / n))
-elif cmd == "better":       # better A B : exit 0 if objective A > B (nan = -inf)
-    a, b = (float(x) for x in args)
-    a = -math.inf if math.isnan(a) else a; b = -math.inf if math.isnan(b) else b
-    sys.exit(0 if a > b else 1)
-elif cmd == "div":          # div X N
-    print("%.12g" % (float(args[0]) / float(args[1])))
-elif cmd == "reach":        # reach DIR OBJ : first whole epoch whose objective >= OBJ
-    rs = rows(args[0]); t = float(args[1]); n = round(rs[-1]["epoch"])
-    for k in range(1, n + 1):
-        if at_epoch(rs, k)["valid_objective"] >= t: print(k); break
-    else: print("-")
-elif cmd == "cost":         # cost DIR : throughput and averaging time over iterations >= 1
-    rs = rows(args[0]); r1 = [r for r in rs if r["iter"] >= 1] or rs
-    fr = sum(r["frames"] for r in r1); sec = sum(r["seconds"] for r in r1)
-    jobs = r1[0]["jobs"]
-    wfps = statistics.median(r["frames"] / jobs / r["compute_s"] for r in r1 if r["compute_s"] > 0)
-    avg = statistics.median(r["avg_s"] for r in r1)
-    comm = statistics.median(r["comm_s"] for r in r1)
-    it = statistics.median(r["seconds"] for r in r1)
-    print("%d %.4f %.1f %.1f %.4f %.4f %.3f %d" % (fr, sec, fr / sec, wfps, avg, comm, it, len(r1)))
-elif cmd == "cpu":          # cpu SAMPLES TCK : per-rank CPU % (mean over the run, median 1-s window)
-    tck = float(args[1]); per = {}
-    for l in open(args[0]):
-        t, rank, ticks = l.split(); per.setdefault(int(rank), []).append((float(t), float(ticks)))
-    out = []
-    for rank in sorted(per):
-        s = per[rank]
-        if len(s) < 3: continue
-        mean = 100 * (s[-1][1] - s[0][1]) / tck / (s[-1][0] - s[0][0])
-        win = [100 * (b[1] - a[1]) / tck / (b[0] - a[0]) for a, b in zip(s, s[1:]) if b[0] > a[0]]
-        out.append("%d:%.1f:%.1f:%.0f" % (rank, mean, statistics.median(win), s[-1][0] - s[0][0]))
-    print(" ".join(out))
-elif cmd == "workcpu":      # workcpu SAMPLES TCK : sum over ranks >= 1 of the median 1-s CPU share
-    tck = float(args[1]); per = {}
-    for l in open(args[0]):
-        t, rank, ticks = l.split(); per.setdefault(int(rank), []).append((float(t), float(ticks)))
-    tot = 0.0
-    for rank, s in per.items():
-        if rank == 0 or len(s) < 3: continue
-        tot += statistics.median((b[1] - a[1]) / tck / (b[0] - a[0]) for a, b in zip(s, s[1:]) if b[0] > a[0])
-    print("%.3f" % tot)
-PYEOF
+# ------------------------------------------------------------------ helpers
 py() { "$PY" "$EV" "$@"; }
 
 log() { echo "evidence: $*" >&2; }
@@ -229,13 +156,7 @@ prep_data() {
       --limit="$FM_TEST_LIMIT" --out="$d/fm/test" >/dev/null
     rm -rf "$d/fm/raw"
   fi
-  cat >"$OUT/fm.cfg" <<'EOF'
-# Fashion-MNIST as raw 0..255 pixels, one frame per image (tools/evidence.sh)
-input  dim=784 context=0..0
-layer  type=relu-renorm dim=256
-layer  type=relu-renorm dim=256
-output dim=10
-EOF
+  cp evidence/fashion-mnist.cfg "$OUT/fm.cfg"
   EX_N=$(frames_of "$d/ex/train-*.h5")
   FM_N=$(frames_of "$d/fm/train-*.h5")
 }
@@ -471,7 +392,7 @@ cmd_parallel() {
   nc=$(h5dump -a /num_classes "$d/train-0001.h5" | sed -n 's/^ *(0): //p')
   # data/nnet-speech.cfg says output dim=2000; mkdata makes 3 x phones classes (2001), so copy it
   sed "s/^output  *dim=[0-9]*/output dim=$nc/" data/nnet-speech.cfg >"$OUT/speech.cfg"
-  printf '%s\n' "# a small 40-dim network for the direct default-settings run (tools/evidence.sh)" \
+  printf '%s\n' "# a small 40-dim network for the direct default-settings run (evidence/run.sh)" \
     "input  dim=40 context=-5..5" "layer  type=relu-renorm dim=256" "layer  type=relu-renorm dim=256" \
     "output dim=$nc" >"$OUT/speech-small.cfg"
   local CA=(--config="$OUT/speech.cfg" "--train=$d/train-*.h5" --input-transform=none
