@@ -17,6 +17,10 @@
 #              max-change firing. Then the cost on the speech-sized network: averaging time as a
 #              fraction of iteration time, speed-up from 1 to 2 workers, coordinator CPU use.
 #   transform  §4.9: --input-transform=none|cmvn|lda with plain SGD and online NG-SGD.
+#   ramp       data coverage under Kaldi's job ramp: 1, 2, 4, 8 jobs, constant (initial = final
+#              = J) beside the ramp 1 -> J, plain SGD and online NG-SGD at the best 1-job lrates of
+#              docs/results/ng.md; passes over the data per shard. Writes ramp-LABEL.md, LABEL =
+#              --label=NAME (default: the commit), so runs of two builds stand side by side.
 #   all        the three in order.
 #
 # Full mode (default) takes about 30 min on 2 cores and writes docs/results/<name>.md.
@@ -35,14 +39,15 @@ cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,/^set -euo/p' "$SELF" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
-MODE=full BUILD=build OUT="" CMD=""
+MODE=full BUILD=build OUT="" CMD="" LABEL=""
 for a in "$@"; do
   case $a in
     --quick) MODE=quick ;;
     --build=*) BUILD=${a#--build=} ;;
     --out=*) OUT=${a#--out=} ;;
     -h|--help) usage; exit 0 ;;
-    ng|parallel|transform|all) CMD=$a ;;
+    --label=*) LABEL=${a#--label=} ;;
+    ng|parallel|transform|ramp|all) CMD=$a ;;
     *) echo "evidence: unknown argument '$a' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -565,10 +570,94 @@ cmd_transform() {
   log "transform: $(( SECONDS - t0 )) s"
 }
 
+# ------------------------------------------------------------------ ramp (data coverage, §4.1-4.2)
+# passes over the data per shard, "min / median / max": from the log's closing coverage line
+# when the build prints one, else computed for the old fixed ownership (worker w reads shards
+# w, w+W, ...; in an iteration of n jobs workers 0..n-1 each read --samples-per-iter frames).
+coverage() {
+  local dir=$1 W=$2 glob=$3 line
+  line=$(grep -m1 -o "passes over the data per shard[^;]*" "$dir.log" 2>/dev/null | sed 's/.*: *//') || true
+  if [[ -n $line ]]; then echo "$line"; return; fi
+  local sizes=() f
+  for f in $glob; do sizes+=("$(frames_of "$f")"); done
+  "$PY" - "$dir/metrics.jsonl" "$W" "${sizes[@]}" <<'PYEOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+W = int(sys.argv[2]); sizes = [int(x) for x in sys.argv[3:]]
+spi = rows[0]["frames"] / rows[0]["jobs"] if rows else 0
+own = {w: [s for s in range(len(sizes)) if s % W == w] for w in range(W)}
+passes = []
+for w in range(W):
+    frames = sum(sizes[s] for s in own[w])
+    iters = sum(1 for r in rows if r["jobs"] > w)
+    passes += [iters * spi / frames if frames else 0.0] * len(own[w])
+print("%.2f / %.2f / %.2f (fixed ownership, computed)" % (min(passes), statistics.median(passes), max(passes)))
+PYEOF
+}
+cmd_ramp() {
+  local t0=$SECONDS load0 label=${LABEL:-$(git rev-parse --short HEAD)} ds m J kind ji R lr o1
+  local f=$RES/ramp-$label.md
+  load0=$(loadavg)
+  reset_counts
+  prep_data
+  # the best 1-job initial effective lrates of docs/results/ng.md (factor-2 grid, seed 0)
+  declare -A LR=([ex-sgd]=0.002 [ex-online]=0.004 [fm-sgd]=0.001 [fm-online]=0.002)
+  for ds in ex fm; do for m in sgd online; do for J in "${JOBS[@]}"; do for kind in const ramp; do
+    ((J == 1)) && [[ $kind == ramp ]] && continue
+    set_ds "$ds"; set_m "$m"; lr=${LR[$ds-$m]}; ji=$J; [[ $kind == ramp ]] && ji=1
+    run "ramp-$label-$ds-$m-J$J-$kind" $((J + 1)) "${DA[@]}" "${MA[@]}" "${COMMON[@]}" --input-transform="${TR[$ds]}" \
+      --seed=0 --num-jobs-initial="$ji" --num-jobs-final="$J" --initial-effective-lrate="$lr" \
+      --final-effective-lrate="$(lr_final "$lr")" || true
+  done; done; done; done
+  {
+    echo "# Data coverage under the job ramp ($label)"
+    echo
+    echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
+    echo
+    machine_info
+    echo "- build: $NGTRAIN ($("$NGTRAIN" --help 2>/dev/null | grep -c -- '--data-placement' | sed 's/^0$/no --data-placement option: fixed shard ownership/;s/^[1-9].*$/--data-placement=shared (default)/'))"
+    echo "- load average (others' jobs share the machine): $load0 at the start, $(loadavg) at the end"
+    echo
+    echo "Setup: as docs/results/parallel.md ($EPOCHS epochs, minibatch 512, --samples-per-iter = frames/$ITERS_PER_EPOCH,"
+    echo "lda on the example data, cmvn on Fashion-MNIST, final lrate = initial/10, no final combination,"
+    echo "seed 0, 8 shards, \`mpirun -np J+1\`: J workers). const: --num-jobs-initial=J --num-jobs-final=J;"
+    echo "ramp: --num-jobs-initial=1 --num-jobs-final=J (Kaldi's default). Cells: validation objective /"
+    echo "frame accuracy; Δ = objective after $EPOCHS epochs minus the 1-job run's; passes: how often each"
+    echo "shard's frames were read, min / median / max over the 8 shards (every one should be $EPOCHS)."
+    for ds in ex fm; do
+      set_ds "$ds"
+      echo
+      echo "## $DS_NAME"
+      echo
+      echo "| optimizer | jobs | ramp | iterations | after epoch 1 | after epoch $EPOCHS | Δ obj | passes per shard (min / median / max) |"
+      echo "|---|---|---|---|---|---|---|---|"
+      for m in sgd online; do
+        set_m "$m"
+        o1=$(py obj "$OUT/runs/ramp-$label-$ds-$m-J1-const")
+        for J in "${JOBS[@]}"; do for kind in const ramp; do
+          ((J == 1)) && [[ $kind == ramp ]] && continue
+          R=ramp-$label-$ds-$m-J$J-$kind
+          local k; k=$([[ $kind == ramp ]] && echo "1 → $J" || echo "$J")
+          if ok "$R"; then
+            echo "| $M_NAME | $J | $k | $(wc -l <"$OUT/runs/$R/metrics.jsonl") | $(py cells "$OUT/runs/$R" 1 "$EPOCHS") | $(awk -v a="$(py obj "$OUT/runs/$R")" -v b="$o1" 'BEGIN{printf "%+.4f", a-b}') | $(coverage "$OUT/runs/$R" "$J" "$OUT/data/$ds/train-*.h5") |"
+          else
+            echo "| $M_NAME | $J | $k | | failed: $(failmsg "$R") | | | |"
+          fi
+        done; done
+      done
+    done
+    echo
+    echo "Runs: $OUT/runs/ramp-$label-<ds>-<method>-J<jobs>-<const|ramp>{,.log}."
+  } >"$f"
+  cat "$f"
+  log "ramp: $(( SECONDS - t0 )) s"
+}
+
 case $CMD in
   ng) cmd_ng ;;
   parallel) cmd_parallel ;;
   transform) cmd_transform ;;
+  ramp) cmd_ramp ;;
   all) T0=$SECONDS
        cmd_ng; echo; cmd_parallel; echo; cmd_transform
        log "all: $(( SECONDS - T0 )) s; results in $RES/{ng,parallel,transform}.md" ;;
