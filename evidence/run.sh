@@ -186,7 +186,7 @@ set_m() {
     online) MA=(--use-natural-gradient=true --preconditioner=online); M_NAME="online NG-SGD" ;;
   esac
 }
-COMMON=(--num-epochs=$EPOCHS --minibatch-size=512 --do-final-combination=false --progress=0)
+COMMON=(--num-epochs="$EPOCHS" --minibatch-size=512 --do-final-combination=false --progress=0)
 lr_final() { py div "$1" 10; }
 
 # run names: name1 DS METHOD TRANSFORM LR SEED; namej DS METHOD AVERAGING J LR
@@ -379,7 +379,7 @@ cmd_parallel() {
   # -np 2 with one job must give the one-process model bit for bit (so the 1-job rows reuse it)
   set_ds ex; set_m online
   local same="no"
-  run ex-par-online-average-np2-lr${BEST[ex-online]} 2 "${DA[@]}" "${MA[@]}" "${COMMON[@]}" --input-transform="${TR[ex]}" --seed=0 \
+  run "ex-par-online-average-np2-lr${BEST[ex-online]}" 2 "${DA[@]}" "${MA[@]}" "${COMMON[@]}" --input-transform="${TR[ex]}" --seed=0 \
     --num-jobs-initial=1 --num-jobs-final=1 --initial-effective-lrate="${BEST[ex-online]}" \
     --final-effective-lrate="$(lr_final "${BEST[ex-online]}")" || true
   cmp -s "$OUT/runs/ex-par-online-average-np2-lr${BEST[ex-online]}/final.h5" \
@@ -402,7 +402,7 @@ cmd_parallel() {
     "output dim=$nc" >"$OUT/speech-small.cfg"
   local CA=(--config="$OUT/speech.cfg" "--train=$d/train-*.h5" --input-transform=none
             --do-final-combination=false --combine-frames=2000 --prior-subset-size=2000 --progress=0
-            --minibatch-size=512 --samples-per-iter=$COST_S)
+            --minibatch-size=512 --samples-per-iter="$COST_S")
   local ep
   ep=$(py div "$((6 * COST_S))".5 "$SPN")   # 6 x COST_S frames in all: 6 iterations of 1 job, 3 of 2
   cost_run cost-speech-J1 2 "${CA[@]}" --num-epochs="$ep" --num-jobs-initial=1 --num-jobs-final=1

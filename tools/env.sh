@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tools/env.sh — environment for running ngtrain's MPI jobs from the project's scripts.
 # Sourced by tools/demo.sh, tools/test.sh and the e2e tests.
 # Open MPI refuses to run as root unless told (CI runs as root); the demo and tests start

@@ -13,7 +13,8 @@ PKGS=(build-essential pkg-config meson ninja-build
       libhdf5-dev hdf5-tools
       check
       dataset-fashion-mnist
-      clang libclang-rt-14-dev valgrind)
+      clang libclang-rt-14-dev valgrind
+      clang-format shellcheck)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -22,17 +22,20 @@ expect_fail "rank-in >= dim" "rank" "$B/ngtrain" "${SMALL[@]}" --config="$T/rank
 expect_fail "bad input transform" "--input-transform=pca" "$B/ngtrain" "${SMALL[@]}" --input-transform=pca --dir="$T/x"
 
 # a --dir holding another run's checkpoints
-"$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/other" --seed=1 --stop-after=1 >/dev/null 2>&1
-expect_fail "dir of another run" "holds checkpoints of another run: --seed differs" \
-  "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/other" --seed=2
+run_ok "dir of another run: the first run" "$T/other.log" \
+    "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/other" --seed=1 --stop-after=1 \
+  && expect_fail "dir of another run" "holds checkpoints of another run: --seed differs" \
+       "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/other" --seed=2
 
 # a corrupt last checkpoint: fall back to the one before, say so, and finish
-"$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/corrupt" --stop-after=2 >/dev/null 2>&1
-last=$(ls "$T/corrupt" | grep -E '^[0-9]+\.h5$' | sort -n | tail -1)
-head -c 2000 "$T/corrupt/$last" >"$T/corrupt/$last.cut" && mv "$T/corrupt/$last.cut" "$T/corrupt/$last"
-out=$("$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/corrupt" 2>&1) && [[ -f "$T/corrupt/final.h5" ]] \
-  && grep -q "unusable.*falling back" <<<"$out" && pass "corrupt checkpoint: falls back and finishes" \
-  || { fail "corrupt checkpoint"; echo "$out" | tail -5; }
+if run_ok "corrupt checkpoint: the first run" "$T/corrupt1.log" \
+     "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/corrupt" --stop-after=2; then
+  last=$(ckpts "$T/corrupt" | tr ' ' '\n' | tail -1).h5
+  head -c 2000 "$T/corrupt/$last" >"$T/corrupt/$last.cut" && mv "$T/corrupt/$last.cut" "$T/corrupt/$last"
+  out=$("$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/corrupt" 2>&1) && [[ -f "$T/corrupt/final.h5" ]] \
+    && grep -q "unusable.*falling back" <<<"$out" && pass "corrupt checkpoint ($last): falls back and finishes" \
+    || { fail "corrupt checkpoint ($last)"; echo "$out" | tail -5; }
+fi
 
 # a bad shard among the training shards
 cp "$S"/data/train-*.h5 "$T/" && printf 'not hdf5' >"$T/train-9999.h5"
@@ -43,9 +46,11 @@ expect_fail "divergence: retried, then a clear stop" "diverged in every job 4 ti
   mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" --config="$T/div.cfg" --dir="$T/div" --num-epochs=1 \
   --initial-effective-lrate=1e30 --final-effective-lrate=1e29 --max-param-change=0 \
   --input-transform=none --use-natural-gradient=false
-[[ $(grep -c "retrying with the learning rate halved" <<<"$(mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" \
-   --config="$T/div.cfg" --dir="$T/div2" --num-epochs=1 --initial-effective-lrate=1e30 \
-   --final-effective-lrate=1e29 --max-param-change=0 --input-transform=none \
-   --use-natural-gradient=false 2>&1)") -eq 3 ]] && pass "divergence: three retries at halved rates" \
-  || fail "divergence retries"
-[[ $fails -eq 0 ]]
+rc=0
+out=$(mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" --config="$T/div.cfg" --dir="$T/div2" --num-epochs=1 \
+      --initial-effective-lrate=1e30 --final-effective-lrate=1e29 --max-param-change=0 \
+      --input-transform=none --use-natural-gradient=false 2>&1) || rc=$?
+n=$(grep -c "retrying with the learning rate halved" <<<"$out" || true)
+[[ $rc -ne 0 && $n -eq 3 ]] && pass "divergence: three retries at halved rates, then a stop" \
+  || fail "divergence retries: exit $rc, $n retries (want nonzero, 3)"
+finish

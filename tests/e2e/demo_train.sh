@@ -21,4 +21,4 @@ if awk -v a="$acc3" -v b="$base" 'BEGIN{exit !(a > b + 25)}'; then pass "np 3: a
 else fail "np 3: accuracy $acc3% not far above majority $base%"; fi
 grep -q "iter" "$T/np3.log" && pass "per-iteration log lines" || fail "no iteration lines in the log"
 "$B/nninfo" "$T/np3/final.h5" >"$T/info.txt" && grep -qi "priors" "$T/info.txt" && pass "nninfo reads final.h5" || fail "nninfo"
-[[ $fails -eq 0 ]]
+finish

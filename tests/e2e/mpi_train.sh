@@ -1,47 +1,62 @@
 #!/usr/bin/env bash
 # Under mpirun: same seed + same ranks => identical final model; np 1, 2, 3, 5 all train;
 # the average equals the mean of the workers' models; stop and resume equals the
-# uninterrupted run (bit for bit); BMUF trains.
+# uninterrupted run (bit for bit, every checkpoint kept as well as final.h5); BMUF trains.
+# Every run's exit status is checked (run_ok), and a check whose run failed counts as failed.
 source "$(dirname "$0")/lib.sh" "$1"
 E=(--num-epochs=2)
 
 for np in 1 2 3 5; do
-  if mpirun -np $np "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/a$np" --seed=3 >"$T/a$np.log" 2>&1 \
-     && [[ -f "$T/a$np/final.h5" ]]; then pass "np $np trains"; else fail "np $np"; tail -20 "$T/a$np.log"; fi
+  run_ok "np $np trains" "$T/a$np.log" mpirun -np $np "$B/ngtrain" "${SMALL[@]}" "${E[@]}" \
+      --dir="$T/a$np" --seed=3 \
+    && has_file "np $np trains" "$T/a$np/final.h5" && pass "np $np trains"
 done
 
-mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/b3" --seed=3 >"$T/b3.log" 2>&1
-same_params "$T/a3/final.h5" "$T/b3/final.h5" && pass "np 3: same seed, same model" || fail "np 3: same seed gave different models"
-mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/c3" --seed=4 >"$T/c3.log" 2>&1
-same_params "$T/a3/final.h5" "$T/c3/final.h5" && fail "np 3: another seed gave the same model" || pass "np 3: another seed, another model"
+run_ok "np 3: second run, seed 3" "$T/b3.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/b3" --seed=3 \
+  && { same_params "$T/a3/final.h5" "$T/b3/final.h5" && pass "np 3: same seed, same model" \
+         || fail "np 3: same seed gave different models"; }
+run_ok "np 3: seed 4" "$T/c3.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/c3" --seed=4 \
+  && has_file "np 3: seed 4" "$T/c3/final.h5" && has_file "np 3: seed 3" "$T/a3/final.h5" \
+  && { same_params "$T/a3/final.h5" "$T/c3/final.h5" && fail "np 3: another seed gave the same model" \
+         || pass "np 3: another seed, another model"; }
 
 # stop after 2 iterations, then rerun the same command: identical to the uninterrupted run
-mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r3" --seed=3 --stop-after=2 >"$T/r3a.log" 2>&1
-[[ ! -f "$T/r3/final.h5" ]] && pass "stopped run has no final.h5" || fail "stopped run wrote final.h5"
-mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r3" --seed=3 >"$T/r3b.log" 2>&1
-grep -q "resuming from checkpoint" "$T/r3b.log" && pass "rerun resumes" || fail "rerun did not resume"
+run_ok "np 3: --stop-after=2" "$T/r3a.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r3" --seed=3 --stop-after=2 \
+  && { grep -q "stopped after iteration 2" "$T/r3a.log" && [[ -f "$T/r3/2.h5" && ! -f "$T/r3/final.h5" ]] \
+         && pass "stopped run stops after checkpoint 2.h5, no final.h5" \
+         || fail "--stop-after=2: no 'stopped after iteration 2', no 2.h5 or a final.h5"; }
+run_ok "np 3: rerun after --stop-after" "$T/r3b.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r3" --seed=3 \
+  && { grep -q "resuming from checkpoint" "$T/r3b.log" && pass "rerun resumes" || fail "rerun did not resume"; }
 same_params "$T/a3/final.h5" "$T/r3/final.h5" && pass "resume == uninterrupted (np 3)" || fail "resumed model differs (np 3)"
-for k in 2; do
-  same_params "$T/a3/$k.h5" "$T/r3/$k.h5" 2>/dev/null || true
-done
-"$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r1" --seed=3 --stop-after=1 >"$T/r1a.log" 2>&1
-"$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r1" --seed=3 >"$T/r1b.log" 2>&1
-same_params "$T/a1/final.h5" "$T/r1/final.h5" && pass "resume == uninterrupted (np 1)" || fail "resumed model differs (np 1)"
+# every checkpoint the two runs kept (the same iterations: the same keep policy) is identical
+ck_a=$(ckpts "$T/a3") ck_r=$(ckpts "$T/r3") ndiff=0
+for k in $ck_r; do same_params "$T/a3/$k.h5" "$T/r3/$k.h5" || { ndiff=$((ndiff + 1)); echo "    $k.h5 differs"; }; done
+if [[ -n "$ck_r" && "$ck_a" == "$ck_r" && $ndiff -eq 0 ]]; then
+  pass "resumed run keeps the same checkpoints as the uninterrupted one, each identical ($ck_r)"
+else
+  fail "checkpoints after resume: kept {$ck_r} vs {$ck_a} uninterrupted, $ndiff differ"
+fi
+run_ok "np 1: --stop-after=1" "$T/r1a.log" "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r1" --seed=3 --stop-after=1 \
+  && run_ok "np 1: rerun after --stop-after" "$T/r1b.log" "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r1" --seed=3 \
+  && { grep -q "resuming from checkpoint .*/1\.h5" "$T/r1b.log" && same_params "$T/a1/final.h5" "$T/r1/final.h5" \
+         && pass "resume == uninterrupted (np 1)" || fail "np 1: did not resume from checkpoint 1, or the model differs"; }
 # a finished run is not trained again
-"$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r1" --seed=3 >"$T/r1c.log" 2>&1 && grep -q "finished run" "$T/r1c.log" \
-  && pass "rerun of a finished run says so" || fail "rerun of a finished run"
+run_ok "rerun of a finished run" "$T/r1c.log" "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r1" --seed=3 \
+  && { grep -q "finished run" "$T/r1c.log" && pass "rerun of a finished run says so" || fail "rerun of a finished run: no 'finished run'"; }
 
 # the average is the mean of the workers' models: iteration 1 with 2 jobs
-mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/m3" --seed=3 --num-jobs-initial=2 --keep-models=100 \
-  --debug-save-jobs=1 >"$T/m3.log" 2>&1
-if ls "$T/m3"/job-1-*.h5 >/dev/null 2>&1; then
-  "$B/avgmodel" "$T/m3"/job-1-*.h5 "$T/m3/mean1.h5" >/dev/null
-  h5diff -q -d 1e-6 "$T/m3/mean1.h5" "$T/m3/2.h5" /components /components \
-    && pass "model 2 == mean of the jobs' models of iteration 1" || fail "average != mean of workers"
-else
-  fail "no job models saved by --debug-save-jobs"
+if run_ok "np 3: --debug-save-jobs" "$T/m3.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/m3" --seed=3 \
+     --num-jobs-initial=2 --keep-models=100 --debug-save-jobs=1; then
+  jobs1=("$T/m3"/job-1-*.h5)
+  if [[ ${#jobs1[@]} -ge 2 && -f "${jobs1[0]}" ]]; then
+    run_ok "avgmodel of the jobs' models" "$T/mean1.log" "$B/avgmodel" "${jobs1[@]}" "$T/m3/mean1.h5" \
+      && { h5diff -q -d 1e-6 "$T/m3/mean1.h5" "$T/m3/2.h5" /components /components \
+             && pass "model 2 == mean of the jobs' models of iteration 1" || fail "average != mean of workers"; }
+  else
+    fail "--debug-save-jobs saved ${#jobs1[@]} job model(s) of iteration 1, not 2 or more"
+  fi
 fi
 
-mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/bm" --averaging=bmuf >"$T/bm.log" 2>&1 \
-  && [[ -f "$T/bm/final.h5" ]] && pass "BMUF trains" || { fail "BMUF"; tail -20 "$T/bm.log"; }
-[[ $fails -eq 0 ]]
+run_ok "BMUF trains" "$T/bm.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/bm" --averaging=bmuf \
+  && has_file "BMUF trains" "$T/bm/final.h5" && pass "BMUF trains"
+finish
