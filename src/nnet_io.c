@@ -8,6 +8,12 @@
  * list) is created with H5Pset_obj_track_times(.., 0): HDF5 otherwise stamps object
  * headers with the creation time and equal models would give different bytes.
  *
+ * Checksums (h5util.h): every group and dataset is sealed with ngt_checksum once its
+ * attributes and members are written, the root last; the file is in the HDF5 1.10 format
+ * (H5Pset_libver_bounds V110), so HDF5 checksums its own metadata. A reader verifies each
+ * object right after reading it and before using it (a damaged weight must be reported as
+ * damage, not as a diverged model).
+ *
  * Reading trusts nothing: the format/version attributes, the stored config (parsed
  * again with ngt_nnet_from_config, which is the source of truth for the structure),
  * every component group's type and dims against that config, every dataset's class
