@@ -38,6 +38,7 @@
 #define MODEL_FORMAT "ngtrain-model"
 #define MODEL_VERSION 1
 #define MAX_CONFIG_BYTES 60000 /* an HDF5 compact attribute holds < 64 KiB */
+#define MAX_COMPACT 65535      /* links/attributes per object kept compact (HDF5's maximum) */
 
 /* The first line of advice for a damaged file, after "the file is damaged". */
 #define DAMAGED_HINT                                                                        \
@@ -267,7 +268,15 @@ int ngt_nnet_save(const ngt_nnet *net, const char *path, const ngt_blob *extra, 
   if (fcpl < 0 || fapl < 0 || gcpl < 0 || dcpl < 0 || H5Pset_obj_track_times(fcpl, 0) < 0 ||
       H5Pset_obj_track_times(gcpl, 0) < 0 || H5Pset_obj_track_times(dcpl, 0) < 0 ||
       H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
-      H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0) {
+      H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0 ||
+      /* links and attributes stay in the object headers, which HDF5 checksums, never in
+       * "dense" storage (fractal heaps: unchecksummed names, and libhdf5 1.10.8 frees an
+       * invalid pointer in H5G__dense_iterate on a damaged one) */
+      H5Pset_link_phase_change(fcpl, MAX_COMPACT, MAX_COMPACT - 1) < 0 ||
+      H5Pset_link_phase_change(gcpl, MAX_COMPACT, MAX_COMPACT - 1) < 0 ||
+      H5Pset_attr_phase_change(fcpl, MAX_COMPACT, MAX_COMPACT - 1) < 0 ||
+      H5Pset_attr_phase_change(gcpl, MAX_COMPACT, MAX_COMPACT - 1) < 0 ||
+      H5Pset_attr_phase_change(dcpl, MAX_COMPACT, MAX_COMPACT - 1) < 0) {
     rc = ngt_err_set(err, NGT_EIO, "cannot write model '%s': HDF5 property setup failed: %s", path,
                      ngt_h5_last_error(h5msg, sizeof h5msg));
     goto out_props;
@@ -619,10 +628,11 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
       (rc = check_int_attr(path, f, "/", "num_params", (long long)net->num_params, sc, err)))
     goto out_close;
 
-  if (H5Lexists(f, "components", H5P_DEFAULT) <= 0 ||
-      (comps = H5Gopen2(f, "components", H5P_DEFAULT)) < 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': group /components is missing (the file is "
-                     "damaged" DAMAGED_HINT ")", path);
+  htri_t ex = H5Lexists(f, "components", H5P_DEFAULT);
+  if (ex <= 0 || (comps = H5Gopen2(f, "components", H5P_DEFAULT)) < 0) {
+    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': group /components %s%s (the file is "
+                     "damaged" DAMAGED_HINT ")", path, ex > 0 ? "cannot be opened: " : "is missing",
+                     ex > 0 ? ngt_h5_last_error(h5msg, sizeof h5msg) : "");
     goto out_close;
   }
   if ((rc = verify(path, legacy, comps, NULL, 0, 0, err))) goto out_close;
@@ -638,10 +648,11 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
     char name[32], where[64], wh2[80];
     snprintf(name, sizeof name, "%03d", c);
     snprintf(where, sizeof where, "/components/%s", name);
-    if (H5Lexists(comps, name, H5P_DEFAULT) <= 0 || (g = H5Gopen2(comps, name, H5P_DEFAULT)) < 0) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': group %s is missing (the file is damaged"
-                       DAMAGED_HINT ")",
-                       path, where);
+    ex = H5Lexists(comps, name, H5P_DEFAULT);
+    if (ex <= 0 || (g = H5Gopen2(comps, name, H5P_DEFAULT)) < 0) {
+      rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': group %s %s%s (the file is damaged"
+                       DAMAGED_HINT ")", path, where, ex > 0 ? "cannot be opened: " : "is missing",
+                       ex > 0 ? ngt_h5_last_error(h5msg, sizeof h5msg) : "");
       goto out_close;
     }
     if ((rc = verify(path, legacy, g, NULL, 0, 0, err))) goto out_close;

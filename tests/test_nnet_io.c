@@ -797,6 +797,7 @@ static flip_counts flip_all(const char *src, const ngt_nnet *a, const ngt_blob *
     ngt_err err = {0};
     c.offsets++;
     if (load_compare(p, a, blobs, nb, &err, off) == 0) {
+      if (getenv("NGT_FLIP_VERBOSE")) fprintf(stderr, "flip %zu+%zu: harmless\n", off, len);
       c.harmless++;
       continue;
     }
