@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "ngtrain/fileio.h"
+#include "ngtrain/h5util.h"
 
 #define MKSHARDS_HINT "make shards with mkshards (or mkdata for example data)"
 
@@ -40,86 +41,27 @@ static void close_id(hid_t *id, herr_t (*fn)(hid_t)) {
   *id = -1;
 }
 
-/* Reads an integer attribute on / into *v. Returns 1 present, 0 absent, <0 error. */
+/* Reads an integer attribute on / into *v (h5util). Returns 1 present, 0 absent, <0 error. */
 static int attr_int(hid_t f, const char *path, const char *name, long long *v, ngt_err *err) {
-  htri_t ex = H5Aexists(f, name);
-  if (ex < 0)
-    return ngt_err_set(err, NGT_EFORMAT, "shard '%s': cannot read the attributes of / "
-                       "(corrupt file?)", path);
-  if (ex == 0) return 0;
-  int rc = NGT_EFORMAT;
-  hid_t a = H5Aopen(f, name, H5P_DEFAULT), t = -1, s = -1;
-  if (a < 0) goto fail;
-  t = H5Aget_type(a);
-  s = H5Aget_space(a);
-  if (t < 0 || s < 0 || H5Tget_class(t) != H5T_INTEGER || H5Sget_simple_extent_npoints(s) != 1) {
-    ngt_err_set(err, NGT_EFORMAT, "shard '%s': attribute '%s' on / must be one integer; "
-                "%s", path, name, MKSHARDS_HINT);
-    goto out;
-  }
-  if (H5Aread(a, H5T_NATIVE_LLONG, v) < 0) goto fail;
-  rc = 1;
-  goto out;
-fail:
-  ngt_err_set(err, NGT_EFORMAT, "shard '%s': cannot read attribute '%s' on / (corrupt file?)",
-              path, name);
-out:
-  close_id(&s, H5Sclose);
-  close_id(&t, H5Tclose);
-  close_id(&a, H5Aclose);
-  return rc;
+  ngt_err e = {0};
+  int r = ngt_h5_attr_read_i64(f, name, v, path, &e);
+  if (r == 0) return 1;
+  if (r == 1) return 0;
+  return ngt_err_set(err, r, "shard %s; %s", e.msg, MKSHARDS_HINT);
 }
 
-/* Reads a string attribute (fixed or variable length) on / into buf. Returns 1 present,
- * 0 absent, <0 error. */
+/* Reads a string attribute (fixed or variable length) on / into buf (h5util). Returns 1
+ * present, 0 absent, <0 error. */
 static int attr_str(hid_t f, const char *path, const char *name, char *buf, size_t len,
                     ngt_err *err) {
-  htri_t ex = H5Aexists(f, name);
-  if (ex < 0)
-    return ngt_err_set(err, NGT_EFORMAT, "shard '%s': cannot read the attributes of / "
-                       "(corrupt file?)", path);
-  if (ex == 0) return 0;
-  int rc = NGT_EFORMAT;
-  hid_t a = H5Aopen(f, name, H5P_DEFAULT), t = -1, s = -1, mt = -1;
-  if (a < 0) goto fail;
-  t = H5Aget_type(a);
-  s = H5Aget_space(a);
-  if (t < 0 || s < 0 || H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(s) != 1) {
-    ngt_err_set(err, NGT_EFORMAT, "shard '%s': attribute '%s' on / must be one string; %s",
-                path, name, MKSHARDS_HINT);
-    goto out;
-  }
-  mt = H5Tcopy(H5T_C_S1);
-  /* HDF5 converts no strings between character sets: read in the stored one. */
-  if (mt < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0) goto fail;
-  if (H5Tis_variable_str(t) > 0) {
-    char *p = NULL;
-    if (H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &p) < 0) goto fail;
-    snprintf(buf, len, "%s", p ? p : "");
-    if (p) H5free_memory(p);
-  } else {
-    size_t sz = H5Tget_size(t);
-    char *tmp = calloc(sz + 1, 1);
-    if (!tmp) goto fail;
-    if (H5Tset_size(mt, sz + 1) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 ||
-        H5Aread(a, mt, tmp) < 0) {
-      free(tmp);
-      goto fail;
-    }
-    snprintf(buf, len, "%s", tmp);
-    free(tmp);
-  }
-  rc = 1;
-  goto out;
-fail:
-  ngt_err_set(err, NGT_EFORMAT, "shard '%s': cannot read attribute '%s' on / (corrupt file?)",
-              path, name);
-out:
-  close_id(&mt, H5Tclose);
-  close_id(&s, H5Sclose);
-  close_id(&t, H5Tclose);
-  close_id(&a, H5Aclose);
-  return rc;
+  ngt_err e = {0};
+  char *s = NULL;
+  int r = ngt_h5_attr_read_str(f, name, &s, path, &e);
+  if (r == 1) return 0;
+  if (r < 0) return ngt_err_set(err, r, "shard %s; %s", e.msg, MKSHARDS_HINT);
+  snprintf(buf, len, "%s", s);
+  free(s);
+  return 1;
 }
 
 /* Opens dataset /name, checks its type class and rank, returns its dims. */
@@ -728,15 +670,6 @@ int ngt_shard_writer_add(ngt_shard_writer *w, const char *utt_id, const float *f
   return 0;
 }
 
-static int write_attr_int(hid_t f, const char *name, int v) {
-  hid_t s = H5Screate(H5S_SCALAR), a = -1;
-  int ok = s >= 0 && (a = H5Acreate2(f, name, H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-           H5Awrite(a, H5T_NATIVE_INT, &v) >= 0;
-  if (a >= 0) H5Aclose(a);
-  if (s >= 0) H5Sclose(s);
-  return ok ? 0 : -1;
-}
-
 static hid_t vlen_str_type(void) {
   hid_t t = H5Tcopy(H5T_C_S1);
   if (t < 0) return -1;
@@ -745,17 +678,6 @@ static hid_t vlen_str_type(void) {
     return -1;
   }
   return t;
-}
-
-static int write_attr_str(hid_t f, const char *name, const char *v) {
-  hid_t t = vlen_str_type(), s = H5Screate(H5S_SCALAR), a = -1;
-  int ok = t >= 0 && s >= 0 &&
-           (a = H5Acreate2(f, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-           H5Awrite(a, t, &v) >= 0;
-  if (a >= 0) H5Aclose(a);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
-  return ok ? 0 : -1;
 }
 
 /* Writes a fixed-size 1-D dataset (contiguous, no timestamps) from buf. */
@@ -792,11 +714,14 @@ int ngt_shard_writer_commit(ngt_shard_writer *w, ngt_err *err) {
     free(names);
     if (bad) goto fail_io;
   }
-  if (write_attr_str(w->file, "format", NGT_SHARD_FORMAT) < 0 ||
-      write_attr_int(w->file, "version", NGT_SHARD_VERSION) < 0 ||
-      write_attr_int(w->file, "feat_dim", w->D) < 0 ||
-      write_attr_int(w->file, "num_classes", w->C) < 0)
-    goto fail_io;
+  ngt_err ae = {0};
+  if (ngt_h5_attr_write_vstr(w->file, "format", NGT_SHARD_FORMAT, w->tmp, &ae) ||
+      ngt_h5_attr_write_int(w->file, "version", NGT_SHARD_VERSION, w->tmp, &ae) ||
+      ngt_h5_attr_write_int(w->file, "feat_dim", w->D, w->tmp, &ae) ||
+      ngt_h5_attr_write_int(w->file, "num_classes", w->C, w->tmp, &ae)) {
+    rc = ngt_err_set(err, NGT_EIO, "shard '%s': %s (disk full?)", w->path, ae.msg);
+    goto fail;
+  }
   close_id(&w->feats, H5Dclose);
   close_id(&w->labels, H5Dclose);
   herr_t cl = H5Fclose(w->file);

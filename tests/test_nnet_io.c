@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ngtrain/h5util.h"
 #include "ngtrain/nnet.h"
 #include "ngtrain/nnet_io.h"
 #include "ngtrain/rng.h"
@@ -421,6 +422,45 @@ static void replace_dataset(hid_t loc, const char *name, int rank, const hsize_t
   H5Sclose(sp);
 }
 
+/* Recompute every object's checksum, as if ngtrain had written the tampered file: the
+ * structural checks behind the checksums are tested this way. */
+static void reseal_obj(hid_t obj);
+static herr_t reseal_link(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+  (void)info;
+  (void)data;
+  hid_t o = H5Oopen(g, name, H5P_DEFAULT);
+  ck_assert(o >= 0);
+  reseal_obj(o);
+  H5Oclose(o);
+  return 0;
+}
+static void reseal_obj(hid_t obj) {
+  ngt_err err = {0};
+  if (H5Iget_type(obj) == H5I_DATASET) {
+    hid_t t = H5Dget_type(obj), sp = H5Dget_space(obj);
+    size_t n = (size_t)H5Sget_simple_extent_npoints(sp);
+    hid_t mt = H5Tget_class(t) == H5T_FLOAT
+                   ? (H5Tget_size(t) == 4 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE)
+                   : H5T_NATIVE_INT64;
+    size_t es = mt == H5T_NATIVE_FLOAT ? 4 : 8;
+    void *buf = malloc(n * es + 1);
+    ck_assert(n == 0 || H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    ck_assert_msg(ngt_h5_seal(obj, buf, n, es, "resealed", &err) == 0, "%s", err.msg);
+    free(buf);
+    H5Tclose(t);
+    H5Sclose(sp);
+  } else {
+    hsize_t idx = 0;
+    H5Literate(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, reseal_link, NULL);
+    ck_assert_msg(ngt_h5_seal(obj, NULL, 0, 0, "resealed", &err) == 0, "%s", err.msg);
+  }
+}
+/* Close f (opened with open_rw and tampered with) after resealing it. */
+static void close_resealed(hid_t f) {
+  reseal_obj(f);
+  ck_assert(H5Fclose(f) >= 0);
+}
+
 START_TEST(test_tampered_models) {
   ngt_nnet *a = make_model(4);
   const char *p = tpath("t.h5");
@@ -431,7 +471,7 @@ START_TEST(test_tampered_models) {
   f = open_rw(p);
   hsize_t wd[2] = {10, 7};
   replace_dataset(f, "/components/000/W", 2, wd, H5T_NATIVE_FLOAT);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/components/000/W has shape [10, 7]",
                     "the config says [10, 16]");
 
@@ -440,7 +480,7 @@ START_TEST(test_tampered_models) {
   f = open_rw(p);
   hsize_t bd[2] = {12, 1};
   replace_dataset(f, "/components/003/b", 2, bd, H5T_NATIVE_FLOAT);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/components/003/b has shape [12, 1]", "[12]");
 
   /* integer W */
@@ -448,14 +488,14 @@ START_TEST(test_tampered_models) {
   f = open_rw(p);
   hsize_t wd2[2] = {10, 16};
   replace_dataset(f, "/components/000/W", 2, wd2, H5T_NATIVE_INT);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/components/000/W", "float");
 
   /* missing b */
   save_ok(a, p, NULL, 0);
   f = open_rw(p);
   H5Ldelete(f, "/components/006/b", H5P_DEFAULT);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/components/006/b", "missing");
 
   /* transform shape */
@@ -463,7 +503,7 @@ START_TEST(test_tampered_models) {
   f = open_rw(p);
   hsize_t td[2] = {16, 16};
   replace_dataset(f, "input_transform", 2, td, H5T_NATIVE_FLOAT);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/input_transform has shape [16, 16]", "[16, 17]");
 
   /* priors length, then priors that do not sum to 1 */
@@ -471,7 +511,7 @@ START_TEST(test_tampered_models) {
   f = open_rw(p);
   hsize_t pd = 6;
   replace_dataset(f, "priors", 1, &pd, H5T_NATIVE_FLOAT);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/priors has shape [6]", "[7]");
   float pri[7] = {0.5f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f};
   ngt_nnet_set_priors(a, pri);
@@ -501,11 +541,18 @@ START_TEST(test_tampered_models) {
   expect_load_error(p, NGT_ENUM, "/input_transform[0, 3] is NaN", NULL);
   a->transform[3] = 1;
 
-  /* root attributes that disagree with the stored config */
+  /* without resealing, the checksums catch every one of these first */
   save_ok(a, p, NULL, 0);
   f = open_rw(p);
   replace_attr_int(f, "num_classes", 8);
   H5Fclose(f);
+  expect_load_error(p, NGT_EFORMAT, "group / fails its checksum", "the file is damaged");
+
+  /* root attributes that disagree with the stored config */
+  save_ok(a, p, NULL, 0);
+  f = open_rw(p);
+  replace_attr_int(f, "num_classes", 8);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "'num_classes' is 8", "7");
 
   /* a component group whose type/dims disagree with the config */
@@ -514,14 +561,14 @@ START_TEST(test_tampered_models) {
   hid_t g = H5Gopen2(f, "/components/004", H5P_DEFAULT);
   replace_attr_int(g, "group", 4);
   H5Gclose(g);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/components/004", "'group' is 4");
   save_ok(a, p, NULL, 0);
   f = open_rw(p);
   g = H5Gopen2(f, "/components/001", H5P_DEFAULT);
   replace_attr_int(g, "type", NGT_COMP_PNORM);
   H5Gclose(g);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/components/001", "'type' is 3 (pnorm) but the stored config says 2 (relu)");
 
   /* an extra component group */
@@ -529,31 +576,31 @@ START_TEST(test_tampered_models) {
   f = open_rw(p);
   g = H5Gcreate2(f, "/components/099", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   H5Gclose(g);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "/components has 12 entries", "11 components");
 
   /* a stored config that does not parse */
   save_ok(a, p, NULL, 0);
   f = open_rw(p);
   replace_attr_str(f, "config", "input dim=4\nlayer type=bogus dim=3\noutput dim=7\n");
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, ":2: unknown layer type 'bogus'", NULL);
 
   /* format and version */
   save_ok(a, p, NULL, 0);
   f = open_rw(p);
   replace_attr_int(f, "version", 2);
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "version 2", "version 1");
   save_ok(a, p, NULL, 0);
   f = open_rw(p);
   replace_attr_str(f, "format", "ngtrain-shard");
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "'ngtrain-shard'", "shard");
   save_ok(a, p, NULL, 0);
   f = open_rw(p);
   H5Adelete(f, "format");
-  H5Fclose(f);
+  close_resealed(f);
   expect_load_error(p, NGT_EFORMAT, "attribute 'format' missing", NULL);
 
   /* the last good save still loads bit-identically (sanity of the fixture) */
@@ -593,6 +640,209 @@ START_TEST(test_vlen_config_string) {
 }
 END_TEST
 
+/* XXH64 against the reference implementation's published values. */
+START_TEST(test_xxh64) {
+  const char *q = "Nobody inspects the spammish repetition"; /* 39 bytes: the 32-byte loop */
+  ck_assert_uint_eq(ngt_xxh64("", 0, 0), 0xEF46DB3751D8E999ULL);
+  ck_assert_uint_eq(ngt_xxh64("abc", 3, 0), 0x44BC2CF5AD770999ULL);
+  ck_assert_uint_eq(ngt_xxh64(q, strlen(q), 0), 0xFBCEA83C8A378BF1ULL);
+}
+END_TEST
+
+/* Changes made with the HDF5 API (valid HDF5, wrong contents) fail their checksum, named. */
+START_TEST(test_checksums) {
+  ngt_nnet *a = make_model(12);
+  double f64[3] = {0.5, 1, 2};
+  ngt_blob blobs[1] = {{"ngstate", NGT_BLOB_F64, 3, f64}};
+  const char *p = tpath("c.h5");
+  /* one weight changed in place */
+  save_ok(a, p, blobs, 1);
+  hid_t f = open_rw(p);
+  hid_t ds = H5Dopen2(f, "/components/003/W", H5P_DEFAULT);
+  float w[12 * 10];
+  ck_assert(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w) >= 0);
+  w[17] += 1.0f;
+  ck_assert(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w) >= 0);
+  H5Dclose(ds);
+  H5Fclose(f);
+  expect_load_error(p, NGT_EFORMAT, "dataset /components/003/W fails its checksum (stored 0x",
+                    "the file is damaged; restore it from a copy or delete it");
+  /* the optimizer state of a checkpoint: the model load and the blob load both refuse */
+  save_ok(a, p, blobs, 1);
+  f = open_rw(p);
+  ds = H5Dopen2(f, "/train_state/ngstate", H5P_DEFAULT);
+  double z[3] = {0.5, 1, 2.0000000001};
+  ck_assert(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, z) >= 0);
+  H5Dclose(ds);
+  H5Fclose(f);
+  expect_load_error(p, NGT_EFORMAT, "dataset /train_state/ngstate fails its checksum", NULL);
+  ngt_err err = {0};
+  void *data = (void *)0x1;
+  size_t n = 0;
+  ck_assert_int_eq(ngt_nnet_load_blob(p, "ngstate", NGT_BLOB_F64, &data, &n, &err), NGT_EFORMAT);
+  ck_assert_ptr_null(data);
+  ck_assert_msg(strstr(err.msg, p) && strstr(err.msg, "/train_state/ngstate fails its checksum"),
+                "%s", err.msg);
+  /* a checksum attribute removed from a file in the checksummed format */
+  save_ok(a, p, blobs, 1);
+  f = open_rw(p);
+  H5Adelete(f, NGT_H5_CHECKSUM_ATTR);
+  H5Fclose(f);
+  expect_load_error(p, NGT_EFORMAT, "/ has no checksum", "damaged");
+  save_ok(a, p, blobs, 1);
+  f = open_rw(p);
+  hid_t g = H5Gopen2(f, "/components/002", H5P_DEFAULT);
+  H5Adelete(g, NGT_H5_CHECKSUM_ATTR);
+  H5Gclose(g);
+  H5Fclose(f);
+  expect_load_error(p, NGT_EFORMAT, "/components/002 has no checksum", "damaged");
+
+  /* A file as ngtrain wrote it before checksums (HDF5 superblock 0, no ngt_checksum):
+   * read, unchecked, with a warning. Built by copying a model into a default-format file. */
+  save_ok(a, p, blobs, 1);
+  const char *old = tpath("old.h5");
+  hid_t src = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+  H5Pset_obj_track_times(fcpl, 0);
+  hid_t dst = H5Fcreate(old, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+  H5Pclose(fcpl);
+  const char *objs[] = {"components", "input_transform", "priors", "train_state"};
+  for (int i = 0; i < 4; i++)
+    ck_assert(H5Ocopy(src, objs[i], dst, objs[i], H5P_DEFAULT, H5P_DEFAULT) >= 0);
+  ck_assert(ngt_h5_attr_write_str(dst, "format", "ngtrain-model", old, &err) == 0);
+  ck_assert(ngt_h5_attr_write_int(dst, "version", 1, old, &err) == 0);
+  ck_assert(ngt_h5_attr_write_str(dst, "config", a->config_text, old, &err) == 0);
+  const char *ints[] = {"feat_dim", "ctx_left", "ctx_right", "num_classes", "num_params"};
+  for (int i = 0; i < 5; i++) {
+    long long v;
+    ck_assert(ngt_h5_attr_read_i64(src, ints[i], &v, p, &err) == 0);
+    ck_assert(ngt_h5_attr_write_i64(dst, ints[i], v, old, &err) == 0);
+  }
+  H5Fclose(src);
+  const char *strip[] = {"/components", "/components/000", "/components/003",
+                         "/components/003/W", "/input_transform", "/train_state/ngstate"};
+  for (int i = 0; i < 6; i++) H5Adelete_by_name(dst, strip[i], NGT_H5_CHECKSUM_ATTR, H5P_DEFAULT);
+  H5Fclose(dst);
+  ngt_nnet *b = NULL;
+  ck_assert_msg(ngt_nnet_load(old, &b, &err) == 0, "%s", err.msg);
+  ck_assert(memcmp(a->params, b->params, a->num_params * sizeof(float)) == 0);
+  ngt_nnet_free(b);
+  ck_assert_msg(ngt_nnet_load_blob(old, "ngstate", NGT_BLOB_F64, &data, &n, &err) == 0, "%s",
+                err.msg);
+  ck_assert(n == 3 && memcmp(data, f64, sizeof f64) == 0);
+  free(data);
+  ngt_nnet_free(a);
+}
+END_TEST
+
+/* Load path (model, and for a checkpoint every blob) and compare with the original:
+ * returns 0 if identical, 1 if refused (err filled), and fails the test on a silent
+ * difference. */
+static int load_compare(const char *path, const ngt_nnet *a, const ngt_blob *blobs, int nb,
+                        ngt_err *err, size_t off) {
+  ngt_nnet *m = NULL;
+  if (ngt_nnet_load(path, &m, err) != 0) return 1;
+  int same = m->num_params == a->num_params &&
+             memcmp(m->params, a->params, a->num_params * sizeof(float)) == 0 &&
+             strcmp(m->config_text, a->config_text) == 0 && m->transform_type == a->transform_type &&
+             memcmp(m->transform, a->transform,
+                    sizeof(float) * (size_t)a->input_dim * (size_t)(a->input_dim + 1)) == 0 &&
+             m->priors && memcmp(m->priors, a->priors, sizeof(float) * (size_t)a->num_classes) == 0;
+  ngt_nnet_free(m);
+  ck_assert_msg(same, "byte flip at offset %zu: the model loaded but differs from the saved one",
+                off);
+  for (int i = 0; i < nb; i++) {
+    static const size_t es[] = {0, 4, 8, 8};
+    void *d = NULL;
+    size_t n = 0;
+    if (ngt_nnet_load_blob(path, blobs[i].name, blobs[i].type, &d, &n, err) != 0) {
+      ck_assert_msg(0, "byte flip at offset %zu: the model loaded but blob %s did not: %s", off,
+                    blobs[i].name, err->msg);
+    }
+    ck_assert_msg(n == blobs[i].n && memcmp(d, blobs[i].data, n * es[blobs[i].type]) == 0,
+                  "byte flip at offset %zu: /train_state/%s loaded but differs", off, blobs[i].name);
+    free(d);
+  }
+  return 0;
+}
+
+typedef struct flip_counts {
+  int offsets, harmless, ngt_sum, h5_sum, other, stride;
+} flip_counts;
+
+/* Flip (xor 0xff) one byte at every stride-th offset of file src (stride 7, or
+ * NGT_FLIP_STRIDE=1 for every offset: ~50000 loads, minutes), and 256 runs of 64 bytes at
+ * offsets from a fixed seed: every load must fail naming the file, or give the original
+ * exactly. */
+static flip_counts flip_all(const char *src, const ngt_nnet *a, const ngt_blob *blobs, int nb,
+                            uint64_t seed) {
+  flip_counts c = {0};
+  size_t n;
+  unsigned char *orig = read_all(src, &n), *buf = malloc(n);
+  const char *p = tpath("flipped.h5");
+  ngt_rng r = ngt_rng_make(seed, NGT_RNG_STREAM_TEST);
+  const char *st = getenv("NGT_FLIP_STRIDE");
+  size_t stride = st && atoi(st) > 0 ? (size_t)atoi(st) : 7;
+  c.stride = (int)stride;
+  size_t nsingle = (n + stride - 1) / stride;
+  for (size_t k = 0; k < nsingle + 256; k++) {
+    memcpy(buf, orig, n);
+    size_t off = k * stride, len = 1;
+    if (k >= nsingle) { /* a 64-byte run, as in issue 13's report */
+      len = 64;
+      off = (size_t)(ngt_rng_u64(&r) % (n - len));
+    }
+    for (size_t i = 0; i < len; i++) buf[off + i] ^= 0xff;
+    write_all(p, buf, n);
+    ngt_err err = {0};
+    c.offsets++;
+    if (load_compare(p, a, blobs, nb, &err, off) == 0) {
+      if (getenv("NGT_FLIP_VERBOSE")) fprintf(stderr, "flip %zu+%zu: harmless\n", off, len);
+      c.harmless++;
+      continue;
+    }
+    ck_assert_msg(strstr(err.msg, p) != NULL, "flip at %zu: message must name the file: %s", off,
+                  err.msg);
+    if (strstr(err.msg, "fails its checksum") || strstr(err.msg, "has no checksum"))
+      c.ngt_sum++;
+    else if (strstr(err.msg, "checksum"))
+      c.h5_sum++;
+    else
+      c.other++;
+    if (getenv("NGT_FLIP_VERBOSE")) fprintf(stderr, "flip %zu+%zu: %s\n", off, len, err.msg);
+  }
+  free(orig);
+  free(buf);
+  return c;
+}
+
+START_TEST(test_byte_flips) {
+  ngt_nnet *a = make_model(13);
+  double f64[40];
+  int64_t i64[3] = {5, 77, -1};
+  for (int i = 0; i < 40; i++) f64[i] = 1.0 / (i + 1);
+  ngt_blob blobs[2] = {{"iter", NGT_BLOB_I64, 3, i64}, {"ngstate", NGT_BLOB_F64, 40, f64}};
+  const char *model = tpath("final.h5"), *ckpt = tpath("5.h5");
+  save_ok(a, model, NULL, 0);
+  save_ok(a, ckpt, blobs, 2);
+  flip_counts m = flip_all(model, a, NULL, 0, 1);
+  flip_counts k = flip_all(ckpt, a, blobs, 2, 2);
+  fprintf(stderr,
+          "byte flips, final model: %d loads, %d refused by an ngtrain checksum, %d by an HDF5 "
+          "metadata checksum, %d by another HDF5 or format error, %d harmless (identical "
+          "model)\n"
+          "byte flips, checkpoint:  %d loads, %d refused by an ngtrain checksum, %d by an HDF5 "
+          "metadata checksum, %d by another HDF5 or format error, %d harmless (identical "
+          "model and state)\n",
+          m.offsets, m.ngt_sum, m.h5_sum, m.other, m.harmless, k.offsets, k.ngt_sum, k.h5_sum,
+          k.other, k.harmless);
+  /* the flips in the parameter bytes are caught by ngtrain's checksums */
+  ck_assert_int_ge(m.ngt_sum * m.stride, (int)a->num_params * 4);
+  ck_assert_int_gt(m.h5_sum, 0);
+  ngt_nnet_free(a);
+}
+END_TEST
+
 static Suite *nnet_io_suite(void) {
   Suite *s = suite_create("nnet_io");
   TCase *tc = tcase_create("core");
@@ -606,6 +856,9 @@ static Suite *nnet_io_suite(void) {
   tcase_add_test(tc, test_bad_files);
   tcase_add_test(tc, test_tampered_models);
   tcase_add_test(tc, test_vlen_config_string);
+  tcase_add_test(tc, test_xxh64);
+  tcase_add_test(tc, test_checksums);
+  tcase_add_test(tc, test_byte_flips);
   suite_add_tcase(s, tc);
   return s;
 }

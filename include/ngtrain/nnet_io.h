@@ -10,6 +10,13 @@
  *   /input_transform  float32 [input_dim, input_dim+1], attr type (int), type_name
  *   /priors           float32 [C]
  *   /train_state/NAME optional extra arrays of a checkpoint (ngt_blob below)
+ * Every group and dataset (the root too) has a uint64 attribute ngt_checksum
+ * (include/ngtrain/h5util.h), and files are written in the HDF5 1.10 format, whose
+ * metadata HDF5 checksums itself. Every load checks what it reads; ngt_nnet_load also
+ * checks a checkpoint's whole /train_state. A damaged file is refused (NGT_EFORMAT,
+ * "model 'x.h5': dataset /components/003/W fails its checksum (stored 0x…, computed
+ * 0x…): the file is damaged; …"). Files from before checksums (HDF5 superblock 0, no
+ * root ngt_checksum) load unchecked with a one-line warning.
  * Writes go to "<path>.tmp.<pid>", are fsynced, renamed over path, and the directory
  * is fsynced (redis rdbSave), so a file is complete or absent. Datasets are created
  * without object timestamps, so equal models give byte-identical files.
@@ -44,7 +51,7 @@ typedef struct ngt_blob {
 int ngt_nnet_save(const ngt_nnet *net, const char *path, const ngt_blob *extra, int n_extra,
                   ngt_err *err);
 /* Read a model; validates format/version, structure against the stored config,
- * dataset shapes, finiteness of parameters. Errors name the file and what is wrong
+ * checksums, dataset shapes, finiteness of parameters. Errors name the file and what is wrong
  * ("model 'x.h5': /components/002/W has shape [10, 7] but the config says [10, 8]").
  * Caller frees *out with ngt_nnet_free. */
 int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err);

@@ -35,8 +35,8 @@ mkdir -p "$W"/{bin,obj,corpus,crashes,logs}
 declare -A SRCS=(
   [nnet_config]="log fileio mat rng nnet"
   [opts]="log opts"
-  [nnet_load]="log fileio mat rng nnet nnet_io"
-  [shard]="log fileio shard"
+  [nnet_load]="log fileio mat rng nnet h5util nnet_io"
+  [shard]="log fileio h5util shard"
   [kaldi_io]="log fileio mat kaldi_io"
   [npy]="log npy"
 )
