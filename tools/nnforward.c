@@ -34,6 +34,7 @@
 
 #include "ngtrain/batcher.h"
 #include "ngtrain/fileio.h"
+#include "ngtrain/h5util.h"
 #include "ngtrain/kaldi_io.h"
 #include "ngtrain/log.h"
 #include "ngtrain/nnet.h"
@@ -164,25 +165,6 @@ static int h5out_add(h5out *o, const char *key, const float *x, int64_t T, ngt_e
   return 0;
 }
 
-static int attr_str(hid_t f, const char *name, const char *v) {
-  hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR), a = -1;
-  int ok = t >= 0 && s >= 0 && H5Tset_size(t, H5T_VARIABLE) >= 0 &&
-           H5Tset_cset(t, H5T_CSET_UTF8) >= 0 &&
-           (a = H5Acreate2(f, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 && H5Awrite(a, t, &v) >= 0;
-  if (a >= 0) H5Aclose(a);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
-  return ok ? 0 : -1;
-}
-static int attr_int(hid_t f, const char *name, int v) {
-  hid_t s = H5Screate(H5S_SCALAR), a = -1;
-  int ok = s >= 0 && (a = H5Acreate2(f, name, H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-           H5Awrite(a, H5T_NATIVE_INT, &v) >= 0;
-  if (a >= 0) H5Aclose(a);
-  if (s >= 0) H5Sclose(s);
-  return ok ? 0 : -1;
-}
-
 /* Write offsets, ids and attributes, close and rename into place; frees o. */
 static int h5out_close(h5out *o, const char *kind, const char *model, ngt_err *err) {
   int ok = 1;
@@ -207,9 +189,11 @@ static int h5out_close(h5out *o, const char *kind, const char *model, ngt_err *e
     if (t >= 0) H5Tclose(t);
   }
   if (p >= 0) H5Pclose(p);
-  ok = ok && attr_str(o->f, "format", "ngtrain-logprobs") == 0 && attr_int(o->f, "version", 1) == 0 &&
-       attr_int(o->f, "num_classes", o->C) == 0 && attr_str(o->f, "kind", kind) == 0 &&
-       attr_str(o->f, "model", model) == 0;
+  ok = ok && ngt_h5_attr_write_vstr(o->f, "format", "ngtrain-logprobs", o->path, err) == 0 &&
+       ngt_h5_attr_write_int(o->f, "version", 1, o->path, err) == 0 &&
+       ngt_h5_attr_write_int(o->f, "num_classes", o->C, o->path, err) == 0 &&
+       ngt_h5_attr_write_vstr(o->f, "kind", kind, o->path, err) == 0 &&
+       ngt_h5_attr_write_vstr(o->f, "model", model, o->path, err) == 0;
   if (H5Dclose(o->d) < 0) ok = 0;
   o->d = -1;
   if (H5Fclose(o->f) < 0) ok = 0;
