@@ -19,7 +19,8 @@ const ngt_field ngt_train_signature_fields[] = {
     SF("--num-jobs-step", jobs_step), SF("--minibatch-size", minibatch),
     SF("--max-param-change", max_param_change), SF("--use-natural-gradient", natural_gradient),
     SF("--preconditioner", preconditioner), SF("the network config (--config)", config),
-    SF("the training shards (--train)", train), SF("--averaging", bmuf)};
+    SF("the training shards (--train)", train), SF("--averaging", bmuf),
+    SF("--data-placement", data_placement)};
 #undef SF
 const int ngt_train_signature_nfields =
     (int)(sizeof ngt_train_signature_fields / sizeof ngt_train_signature_fields[0]);
@@ -33,7 +34,7 @@ const ngt_field ngt_train_metrics_fields[] = {
 const int ngt_train_metrics_nfields =
     (int)(sizeof ngt_train_metrics_fields / sizeof ngt_train_metrics_fields[0]);
 
-_Static_assert(sizeof(ngt_train_signature) == 16 * sizeof(double), "signature: 16 doubles");
+_Static_assert(sizeof(ngt_train_signature) == 17 * sizeof(double), "signature: 17 doubles");
 _Static_assert(sizeof(ngt_train_metrics) == 16 * sizeof(double), "metrics: 16 doubles");
 
 static double *field(void *s, const ngt_field *f) { return (double *)((char *)s + f->offset); }
@@ -73,10 +74,11 @@ void ngt_checkpoint_path(const char *dir, int iter, char *buf, size_t n) {
 
 int ngt_checkpoint_write(const char *path, const ngt_nnet *net, const ngt_train_state *st,
                          ngt_err *err) {
-  double sig[16], pend[16];
+  double sig[17], pend[16];
+  int64_t arch[2] = {st->archives_done, st->num_archives};
   pack(&st->sig, ngt_train_signature_fields, ngt_train_signature_nfields, sig);
   pack(&st->pending, ngt_train_metrics_fields, ngt_train_metrics_nfields, pend);
-  ngt_blob b[8];
+  ngt_blob b[9];
   int nb = 0;
   b[nb++] = (ngt_blob){"iter", NGT_BLOB_I64, 1, &st->iter};
   b[nb++] = (ngt_blob){"num_iters", NGT_BLOB_I64, 1, &st->num_iters};
@@ -88,6 +90,7 @@ int ngt_checkpoint_write(const char *path, const ngt_nnet *net, const ngt_train_
     b[nb++] = (ngt_blob){"ngstate", NGT_BLOB_F64, (size_t)st->num_workers * st->ng_doubles,
                          st->ngstate};
   if (st->bmuf_n) b[nb++] = (ngt_blob){"bmuf_delta", NGT_BLOB_F32, st->bmuf_n, st->bmuf_delta};
+  if (st->num_archives > 0) b[nb++] = (ngt_blob){"archives", NGT_BLOB_I64, 2, arch};
   return ngt_nnet_save(net, path, b, nb, err);
 }
 
@@ -129,6 +132,15 @@ int ngt_checkpoint_read_state(const char *path, ngt_train_state *st, ngt_err *er
     }
     if (!rc && ngt_nnet_load_blob(path, "bmuf_delta", NGT_BLOB_F32, &bd, &st->bmuf_n, NULL) == 0)
       st->bmuf_delta = bd;
+    void *ar = NULL;
+    size_t nar = 0;
+    if (!rc && ngt_nnet_load_blob(path, "archives", NGT_BLOB_I64, &ar, &nar, NULL) == 0) {
+      if (nar == 2 && ((int64_t *)ar)[1] > 0) {
+        st->archives_done = ((int64_t *)ar)[0];
+        st->num_archives = ((int64_t *)ar)[1];
+      }
+      free(ar);
+    }
   }
   free(itb); free(nit); free(sig); free(pos); free(pend);
   if (rc) ngt_train_state_deinit(st);
@@ -146,10 +158,22 @@ void ngt_train_state_print(const ngt_train_state *st, FILE *out) {
   fprintf(out, "train state (/train_state, a checkpoint):\n");
   fprintf(out, "  iteration                %" PRId64 " of %" PRId64 "\n", st->iter, st->num_iters);
   fprintf(out, "  workers                  %d\n", st->num_workers);
-  fprintf(out, "  positions (frames read)  ");
-  for (int w = 0; w < st->num_workers; w++)
-    fprintf(out, "%s%" PRId64, w ? " " : "", st->positions[w]);
-  fprintf(out, "\n  signature (a resuming command must agree):\n");
+  if (st->num_archives > 0) {
+    fprintf(out, "  data placement           shared: Kaldi's archive round-robin over %" PRId64
+            " archives\n", st->num_archives);
+    fprintf(out, "  positions (archive sequence) %" PRId64 " reads handed out; next: epoch %" PRId64
+            ", archive %" PRId64 " of %" PRId64 " (job j of the next iteration reads archive (%"
+            PRId64 " + j) mod %" PRId64 ")\n", st->archives_done,
+            st->archives_done / st->num_archives, st->archives_done % st->num_archives,
+            st->num_archives, st->archives_done, st->num_archives);
+  } else {
+    fprintf(out, "  data placement           local: worker w reads shards w, w+W, ...\n");
+    fprintf(out, "  positions (frames read)  ");
+    for (int w = 0; w < st->num_workers; w++)
+      fprintf(out, "%s%" PRId64, w ? " " : "", st->positions[w]);
+    fprintf(out, "\n");
+  }
+  fprintf(out, "  signature (a resuming command must agree):\n");
   for (int j = 0; j < ngt_train_signature_nfields; j++)
     fprintf(out, "    %-30s %.17g\n", ngt_train_signature_fields[j].name,
             cfield(&st->sig, &ngt_train_signature_fields[j]));

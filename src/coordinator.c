@@ -106,6 +106,106 @@ void ngt_coord_make_signature(ngt_train_ctx *c) {
   for (int i = 0; i < c->n_paths; i++) h = fmod(h * 31.0 + hash_text(c->paths[i]), 9007199254740881.0);
   s->train = h;
   s->bmuf = c->ch.averaging == NGT_AVERAGING_BMUF;
+  s->data_placement = c->ch.placement;
+}
+
+/* ---------------------------------------------------------------- data placement */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Iterations in which worker w runs a job (local placement: it reads its own shards). */
+static int64_t active_iters(const ngt_train_ctx *c, int w) {
+  int64_t n = 0;
+  for (int i = 0; i < c->sched.num_iters; i++) n += ngt_schedule_jobs(&c->sched, i) > w;
+  return n;
+}
+
+/* Local placement: shards of workers that never run a job are refused (every rank decides
+ * alike); uneven expected passes per worker are warned about (rank 0). */
+void ngt_coord_check_placement(ngt_train_ctx *c) {
+  if (c->ch.placement != NGT_PLACEMENT_LOCAL) return;
+  const int j1 = c->sched.jobs_final;
+  if (j1 < c->W) {
+    char names[700] = "";
+    size_t len = 0;
+    int n = 0;
+    for (int i = 0; i < c->n_paths; i++) {
+      if (i % c->W < j1) continue;
+      if (len < sizeof names - 80)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s'%s'", n ? ", " : "", c->paths[i]);
+      else if (len < sizeof names - 5)
+        len += (size_t)snprintf(names + len, sizeof names - len, ", ...");
+      n++;
+    }
+    char msg[1024];
+    snprintf(msg, sizeof msg, "--data-placement=local with --num-jobs-final=%d below the %d "
+             "workers: workers %d..%d never run a job, so %d shard(s) would never be read: %s. "
+             "Use --data-placement=shared (shards on a filesystem every rank sees: Kaldi's "
+             "round-robin reads every frame), or --num-jobs-final=%d, or mpirun -np %d",
+             j1, c->W, j1, c->W - 1, n, names, c->W, j1 + 1);
+    ngt_comm_fail_all(msg);
+  }
+  if (c->rank != 0) return;
+  double *passes = ngt_xcalloc((size_t)c->W, sizeof(double));
+  double lo = INFINITY, hi = 0;
+  char list[700] = "";
+  size_t len = 0;
+  for (int w = 0; w < c->W; w++) {
+    int64_t Tw = 0;
+    for (int i = w; i < c->n_paths; i += c->W) Tw += c->shard_frames[i];
+    passes[w] = Tw > 0 ? (double)active_iters(c, w) * (double)c->o->samples_per_iter / (double)Tw : 0;
+    if (passes[w] < lo) lo = passes[w];
+    if (passes[w] > hi) hi = passes[w];
+    if (len < sizeof list - 24)
+      len += (size_t)snprintf(list + len, sizeof list - len, "%sworker %d %.2f", w ? ", " : "", w, passes[w]);
+  }
+  if (hi > 1.1 * lo)
+    NGT_LOG(NGT_WARN, "--data-placement=local reads the data unevenly (job ramp %d -> %d, shard "
+            "sizes): expected passes over each worker's own shards: %s (wanted %.2f each). Use "
+            "--data-placement=shared for Kaldi's even round-robin", c->sched.jobs_initial, j1, list,
+            c->o->num_epochs);
+  free(passes);
+}
+
+/* Passes over the data per shard at the end of the run: min / median / max. Shared
+ * placement: counted from the archive reads handed out; local: expected from the jobs
+ * each worker ran. */
+void ngt_coord_print_coverage(const ngt_train_ctx *c) {
+  if (c->rank != 0) return;
+  const int S = c->n_paths;
+  double *fr = ngt_xcalloc((size_t)S, sizeof(double));
+  const int64_t reads = ngt_schedule_processed(&c->sched, c->sched.num_iters);
+  if (c->arch) {
+    for (int64_t g = 0; g < reads; g++) {
+      ngt_archive_piece *p = NULL;
+      int np = 0;
+      ngt_archives_pieces(c->arch, g, &p, &np);
+      for (int k = 0; k < np; k++) fr[p[k].shard] += (double)(p[k].f1 - p[k].f0);
+      free(p);
+    }
+  } else {
+    for (int w = 0; w < c->W; w++) {
+      int64_t Tw = 0;
+      for (int i = w; i < S; i += c->W) Tw += c->shard_frames[i];
+      double f = (double)active_iters(c, w) * (double)c->o->samples_per_iter;
+      for (int i = w; i < S; i += c->W) fr[i] = Tw > 0 ? f * (double)c->shard_frames[i] / (double)Tw : 0;
+    }
+  }
+  for (int i = 0; i < S; i++) fr[i] = c->shard_frames[i] > 0 ? fr[i] / (double)c->shard_frames[i] : 0;
+  qsort(fr, (size_t)S, sizeof(double), cmp_double);
+  double med = S % 2 ? fr[S / 2] : 0.5 * (fr[S / 2 - 1] + fr[S / 2]);
+  if (c->arch)
+    NGT_LOG(NGT_INFO, "data coverage: passes over the data per shard: min %.3f, median %.3f, "
+            "max %.3f (%d shard(s); %" PRId64 " archive reads of %" PRId64 " archives; "
+            "--num-epochs=%g)", fr[0], med, fr[S - 1], S, reads, c->num_archives, c->o->num_epochs);
+  else
+    NGT_LOG(NGT_INFO, "data coverage: passes over the data per shard (expected, local placement): "
+            "min %.3f, median %.3f, max %.3f (%d shard(s); --num-epochs=%g)", fr[0], med,
+            fr[S - 1], S, c->o->num_epochs);
+  free(fr);
 }
 
 /* Keep metrics.jsonl lines of iterations < keep only (after a resume). */
@@ -195,8 +295,18 @@ void ngt_coord_print_startup(const ngt_train_ctx *c) {
   NGT_LOG(NGT_INFO, "schedule: %d iterations, %.2f epochs, jobs %d -> %d, effective lrate %g -> %g, "
           "%" PRId64 " frames per job per iteration, minibatch %d",
           c->sched.num_iters, o->num_epochs, c->sched.jobs_initial, c->sched.jobs_final,
-          o->initial_effective_lrate, o->final_effective_lrate, o->samples_per_iter,
+          o->initial_effective_lrate, o->final_effective_lrate,
+          c->num_archives ? c->total_frames / c->num_archives : o->samples_per_iter,
           o->minibatch_size);
+  if (c->num_archives)
+    NGT_LOG(NGT_INFO, "data: shared placement: the %d shard(s) are cut into A = %" PRId64
+            " archives of about %" PRId64 " frames (whole utterances, a new cut each epoch); job j "
+            "of iteration i reads archive (p_i + j) mod A, p_i = archives handed out before "
+            "(Kaldi), so every frame is read %g times; every rank reads every shard",
+            c->n_paths, c->num_archives, c->total_frames / c->num_archives, o->num_epochs);
+  else
+    NGT_LOG(NGT_INFO, "data: local placement: worker w reads its own shards w, w+%d, ... "
+            "(%" PRId64 " frames per job per iteration)", c->W, o->samples_per_iter);
   NGT_LOG(NGT_INFO, "optimizer: %s, max-param-change %g, averaging %s; BLAS %s kernels, %d thread(s) "
           "per rank; HDF5 file locking: %s",
           c->ch.precond == NGT_PRECOND_NONE     ? "plain SGD"
@@ -294,6 +404,7 @@ void ngt_coord_header(ngt_train_ctx *c, int it, int start, int retry, float lr_s
   h->minibatch = it == 0 ? (o->minibatch_size + 1) / 2 : o->minibatch_size;
   h->mpc_scale = it == 0 ? (float)(1.0 / sqrt(2.0)) : 1.0f;
   h->retry = retry;
+  h->first_read = ngt_schedule_processed(&c->sched, it);
 }
 
 static void write_checkpoint(ngt_train_ctx *c, int iter) {
@@ -302,6 +413,7 @@ static void write_checkpoint(ngt_train_ctx *c, int iter) {
   ngt_checkpoint_path(c->o->dir, iter, path, sizeof path);
   c->st.iter = iter;
   c->st.num_iters = c->sched.num_iters;
+  c->st.archives_done = c->num_archives ? ngt_schedule_processed(&c->sched, iter) : 0;
   if (ngt_checkpoint_write(path, c->net, &c->st, &err)) {
     ngt_err_prefix(&err, "writing checkpoint %d", iter);
     ngt_train_fail_local(err.msg);
@@ -340,11 +452,21 @@ static void log_iteration(ngt_train_ctx *c, const ngt_train_metrics *pm, const n
             "\"train_objective\":%.6f,\"train_accuracy\":%.6f,\"valid_objective\":%.6f,"
             "\"valid_accuracy\":%.6f,\"valid_set\":\"%s\",\"frames\":%.0f,\"frames_per_sec\":%.1f,"
             "\"seconds\":%.4f,\"compute_s\":%.4f,\"data_wait_s\":%.4f,\"comm_s\":%.4f,"
-            "\"avg_s\":%.4f,\"max_change_pct\":%.3f,\"max_param_change_pct\":%.3f,\"refused\":%.0f}\n",
+            "\"avg_s\":%.4f,\"max_change_pct\":%.3f,\"max_param_change_pct\":%.3f,\"refused\":%.0f",
             it, pm->epoch, (int)pm->jobs, (int)pm->accepted, pm->lr, pm->objective, pm->accuracy,
             v->objective, v->accuracy, vname, pm->frames, fps, pm->seconds, pm->compute_s,
             pm->data_wait_s, pm->comm_s, pm->avg_s, 100 * pm->max_change,
             100 * pm->max_param_change, pm->refused);
+    if (c->num_archives) {
+      /* which archive each job read: job j read (p_i + j) mod A, in epoch (p_i + j) div A */
+      const int64_t p = ngt_schedule_processed(&c->sched, it), A = c->num_archives;
+      fprintf(c->metrics, ",\"archives\":[");
+      for (int j = 0; j < (int)pm->jobs; j++) fprintf(c->metrics, "%s%" PRId64, j ? "," : "", (p + j) % A);
+      fprintf(c->metrics, "],\"archive_epochs\":[");
+      for (int j = 0; j < (int)pm->jobs; j++) fprintf(c->metrics, "%s%" PRId64, j ? "," : "", (p + j) / A);
+      fprintf(c->metrics, "]");
+    }
+    fprintf(c->metrics, "}\n");
     fflush(c->metrics);
   }
   if (c->progress) {
@@ -411,6 +533,7 @@ void ngt_coord_lookahead(const ngt_train_ctx *c, float *out) {
 }
 
 void ngt_coord_take_positions(ngt_train_ctx *c, const ngt_worker_stats *all) {
+  if (c->num_archives) return; /* shared placement: the iteration decides the data */
   for (int r = 0; r < c->size; r++)
     if (all[r].active || c->size == 1 || r > 0) c->st.positions[c->size > 1 ? r - 1 : 0] = all[r].position;
 }
@@ -509,6 +632,7 @@ void ngt_coord_finish(ngt_train_ctx *c, int stopped_early, int stop_iter) {
   }
   write_checkpoint(c, c->sched.num_iters);
   log_pending(c);
+  ngt_coord_print_coverage(c);
   final_combination(c);
   estimate_priors(c);
   char fp[4096];

@@ -26,6 +26,7 @@
 #include "ngtrain/fileio.h"
 #include "ngtrain/log.h"
 #include "ngtrain/nnet_io.h"
+#include "ngtrain/rng.h"
 #include "ngtrain/shard.h"
 #include "train_internal.h"
 
@@ -58,6 +59,7 @@ ngt_train_opts ngt_train_opts_default(void) {
   o.lda_max_singular_value = 5.0;
   o.shuffle_buffer = 500000;
   o.averaging = "average";
+  o.data_placement = "shared";
   o.block_momentum = -1.0;
   o.block_lr = 1.0;
   o.max_retries = 3;
@@ -77,6 +79,11 @@ int ngt_train_parse_choices(const ngt_train_opts *o, ngt_train_choices *ch, char
   if (!strcmp(o->averaging, "average")) ch->averaging = NGT_AVERAGING_MEAN;
   else if (!strcmp(o->averaging, "bmuf")) ch->averaging = NGT_AVERAGING_BMUF;
   else return snprintf(msg, n, "--averaging=%s: use average or bmuf", o->averaging), 1;
+  const char *dp = o->data_placement ? o->data_placement : "shared";
+  if (!strcmp(dp, "shared")) ch->placement = NGT_PLACEMENT_SHARED;
+  else if (!strcmp(dp, "local")) ch->placement = NGT_PLACEMENT_LOCAL;
+  else return snprintf(msg, n, "--data-placement=%s: use shared (shards on a filesystem every "
+                       "rank sees) or local (worker w reads shards w, w+W, ... on its own disk)", dp), 1;
   return 0;
 }
 
@@ -126,10 +133,12 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
     snprintf(msg, sizeof msg, "--train: %s", err.msg);
     ngt_comm_fail_all(msg);
   }
-  if (c->n_paths < c->W) {
+  if (c->ch.placement == NGT_PLACEMENT_LOCAL && c->n_paths < c->W) {
     snprintf(msg, sizeof msg, "--train='%s' matches %d shard(s) but there are %d workers "
-             "(each worker needs at least one shard: run with mpirun -np %d or fewer, or make "
-             "more shards with mkshards --num-shards)", o->train, c->n_paths, c->W, c->n_paths + 1);
+             "(with --data-placement=local each worker needs at least one shard: run with mpirun "
+             "-np %d or fewer, make more shards with mkshards --num-shards, or put the shards "
+             "where every rank sees them and use --data-placement=shared)", o->train, c->n_paths,
+             c->W, c->n_paths + 1);
     ngt_comm_fail_all(msg);
   }
   int j1 = o->num_jobs_final > 0 ? o->num_jobs_final : c->W;
@@ -147,7 +156,12 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
   int code = 0;
   msg[0] = '\0';
   int64_t total = 0;
+  c->data_seed = ngt_rng_mix(o->seed, 1000);
   if (c->rank == 0) {
+    const int shared = c->ch.placement == NGT_PLACEMENT_SHARED;
+    int64_t **off = ngt_xcalloc((size_t)c->n_paths, sizeof(int64_t *));
+    int64_t *U = ngt_xcalloc((size_t)c->n_paths, sizeof(int64_t));
+    c->shard_frames = ngt_xcalloc((size_t)c->n_paths, sizeof(int64_t));
     for (int i = 0; i < c->n_paths && !code; i++) {
       ngt_shard *sh = NULL;
       if (ngt_shard_open(c->paths[i], &sh, &err) ||
@@ -156,14 +170,36 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
         snprintf(msg, sizeof msg, "%s", err.msg);
       } else {
         total += sh->num_frames;
+        c->shard_frames[i] = sh->num_frames;
+        U[i] = sh->num_utts;
+        off[i] = ngt_xmalloc(sizeof(int64_t) * (size_t)(U[i] + 1));
+        memcpy(off[i], sh->utt_offsets, sizeof(int64_t) * (size_t)(U[i] + 1));
       }
       ngt_shard_close(sh);
     }
+    /* the archive plan: A archives of about samples_per_iter frames (archives.h) */
+    if (!code && shared && total > 0) {
+      int64_t A = ngt_archives_count_for(total, o->samples_per_iter);
+      if (ngt_archives_new(c->n_paths, (const int64_t *const *)off, U, A,
+                           ngt_archives_unit_for(total, A, o->shuffle_buffer), c->data_seed,
+                           &c->arch, &err)) {
+        code = err.code;
+        snprintf(msg, sizeof msg, "%s", err.msg);
+      }
+    }
+    for (int i = 0; i < c->n_paths; i++) free(off[i]);
+    free(off);
+    free(U);
   }
   ngt_train_sync_status(code, msg);
   if (ngt_comm_bcast(&total, sizeof total, 0, &err)) ngt_train_fail_local(err.msg);
   c->total_frames = total;
-  if (ngt_schedule_init(&c->sched, o->num_epochs, total, o->samples_per_iter, o->num_jobs_initial,
+  /* Shared placement: the schedule's A is the number of archives the corpus is cut into,
+   * so num-epochs x A reads cover every frame num-epochs times. */
+  c->num_archives = c->ch.placement == NGT_PLACEMENT_SHARED && total > 0
+                        ? ngt_archives_count_for(total, o->samples_per_iter) : 0;
+  int64_t sched_frames = c->num_archives ? c->num_archives * o->samples_per_iter : total;
+  if (ngt_schedule_init(&c->sched, o->num_epochs, sched_frames, o->samples_per_iter, o->num_jobs_initial,
                         j1, o->num_jobs_step, o->initial_effective_lrate,
                         o->final_effective_lrate, &err))
     ngt_comm_fail_all(err.msg);
@@ -176,8 +212,10 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
   ngt_optim_free(probe);
   const int bmuf = c->ch.averaging == NGT_AVERAGING_BMUF;
   ngt_train_state_alloc(&c->st, c->W, c->ng_doubles, bmuf ? c->net->num_params : 0);
+  c->st.num_archives = c->num_archives;
   if (bmuf) c->bmuf_global = ngt_xcalloc(c->net->num_params, sizeof(float));
   ngt_coord_make_signature(c);
+  ngt_coord_check_placement(c);
 }
 
 /* The model to train from: a fresh start estimates the input transform and initialises
@@ -321,6 +359,8 @@ static void teardown(ngt_train_ctx *c) {
   ngt_frameset_free(c->subset);
   free(c->sum);
   free(c->bmuf_global);
+  ngt_archives_free(c->arch);
+  free(c->shard_frames);
   ngt_train_state_deinit(&c->st);
   ngt_paths_free(c->paths, c->n_paths);
   ngt_nnet_free(c->net);

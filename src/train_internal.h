@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "ngtrain/archives.h"
 #include "ngtrain/batcher.h"
 #include "ngtrain/checkpoint.h"
 #include "ngtrain/coordinator.h"
@@ -26,10 +27,12 @@
 
 /* The option strings, parsed once (ngt_train_parse_choices). */
 typedef enum { NGT_AVERAGING_MEAN = 0, NGT_AVERAGING_BMUF = 1 } ngt_averaging_type;
+typedef enum { NGT_PLACEMENT_SHARED = 0, NGT_PLACEMENT_LOCAL = 1 } ngt_placement_type;
 typedef struct ngt_train_choices {
   int precond;     /* ngt_precond_type: NONE (plain SGD), ONLINE, SIMPLE */
   int transform;   /* NGT_TRANSFORM_NONE / LDA / CMVN */
   int averaging;   /* ngt_averaging_type */
+  int placement;   /* ngt_placement_type (--data-placement) */
 } ngt_train_choices;
 /* 0, or 1 with msg naming the option, the value and the accepted values. */
 int ngt_train_parse_choices(const ngt_train_opts *o, ngt_train_choices *ch, char *msg, size_t n);
@@ -42,6 +45,7 @@ typedef struct ngt_iter_header {
   int32_t retry;       /* 0, or the retry count of this iteration */
   float lr;            /* learning rate given to every job (jobs x effective) */
   float mpc_scale;     /* max-change scale (1/sqrt(2) on iteration 0) */
+  int64_t first_read;  /* shared placement: p_i, so job j reads archive (p_i + j) mod A */
 } ngt_iter_header;
 
 /* What each rank reports after training (gathered on the coordinator). */
@@ -66,6 +70,10 @@ typedef struct ngt_train_ctx {
   ngt_nnet *net;            /* the model (params = model_i while training) */
   ngt_schedule sched;
   int64_t total_frames;
+  int64_t num_archives;     /* A (shared placement; 0 = local) */
+  uint64_t data_seed;       /* the archive cut and order (independent of the worker) */
+  ngt_archives *arch;       /* coordinator, shared placement: the archive plan */
+  int64_t *shard_frames;    /* coordinator: frames of each shard */
   size_t ng_doubles;        /* NG state per worker (every rank knows it) */
   ngt_train_state st;       /* positions, NG states, BMUF momentum, signature, pending
                              * metrics: complete on the coordinator; positions and (on
@@ -122,6 +130,11 @@ void ngt_coord_record(ngt_train_ctx *c, const ngt_iter_header *h, const ngt_work
                       int n_acc, double seconds, double comm, double t_avg);
 /* Last checkpoint, combination, priors, final.h5 (or the stop message). */
 void ngt_coord_finish(ngt_train_ctx *c, int stopped_early, int stop_iter);
+
+/* Data placement (coordinator.c): the start-up line, the local-placement checks, the
+ * coverage at the end. */
+void ngt_coord_check_placement(ngt_train_ctx *c);
+void ngt_coord_print_coverage(const ngt_train_ctx *c);
 
 /* ---- worker.c */
 void ngt_worker_setup(ngt_train_ctx *c);

@@ -1,7 +1,10 @@
-/* worker.c — a worker rank's part of training: its data stream (the shards it owns, in a
- * seeded order, positioned exactly on resume), the NG-SGD steps of one job, and its NG
- * state across iterations and retries (docs/algorithm.md §3, §4.1-4.3; docs/design.md
- * "Training"). */
+/* worker.c — a worker rank's part of training: its data stream, the NG-SGD steps of one
+ * job, and its NG state across iterations and retries (docs/algorithm.md §3, §4.1-4.3;
+ * docs/design.md "Training").
+ * Data: with --data-placement=shared (default) the job j of iteration i reads archive
+ * read p_i + j of the whole corpus (archives.h), whichever worker it is, and tells the
+ * stream which read comes next so prefetch runs ahead; with local placement worker w
+ * reads its own shards w, w+W, ... in a seeded order, positioned exactly on resume. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +23,17 @@ char **ngt_worker_shards(const ngt_train_ctx *c, int *n) {
   return mine;
 }
 
-static ngt_batcher *open_stream(const ngt_train_ctx *c, uint64_t seed, int loop) {
+/* A stream over this worker's shards (local placement), or over every shard (shared). */
+static ngt_batcher *open_stream(const ngt_train_ctx *c, uint64_t seed, int loop, int64_t archives) {
   ngt_err err = {0};
   int n = 0;
   char **mine = ngt_worker_shards(c, &n);
+  if (c->ch.placement == NGT_PLACEMENT_SHARED) {
+    n = c->n_paths;
+    memcpy(mine, c->paths, sizeof(char *) * (size_t)n);
+  }
   ngt_batcher_opts bo = ngt_batcher_opts_default();
+  bo.num_archives = archives;
   bo.ctx_left = c->net->ctx_left;
   bo.ctx_right = c->net->ctx_right;
   bo.seed = seed;
@@ -39,14 +48,32 @@ static ngt_batcher *open_stream(const ngt_train_ctx *c, uint64_t seed, int loop)
 void ngt_worker_setup(ngt_train_ctx *c) {
   const ngt_train_opts *o = c->o;
   ngt_err err = {0};
-  c->batch = open_stream(c, ngt_rng_mix(o->seed, (uint64_t)c->worker + 1000), 1);
+  if (c->num_archives)
+    c->batch = open_stream(c, c->data_seed, 1, c->num_archives);
+  else
+    c->batch = open_stream(c, ngt_rng_mix(o->seed, (uint64_t)c->worker + 1000), 1, 0);
   ngt_optim_opts oo = ngt_train_optim_opts(c);
   if (ngt_optim_new(c->net, &oo, o->minibatch_size, &c->opt, &err)) ngt_train_fail_local(err.msg);
   c->ws = ngt_nnet_ws_new(c->net, o->minibatch_size);
   c->X = ngt_mat_alloc(o->minibatch_size, c->net->input_dim);
   c->y = ngt_xmalloc(sizeof(int32_t) * (size_t)o->minibatch_size);
   c->ng_snapshot = ngt_xmalloc(sizeof(double) * (c->ng_doubles ? c->ng_doubles : 1));
-  if (ngt_batcher_seek(c->batch, c->st.positions[c->worker], &err)) ngt_train_fail_local(err.msg);
+  if (!c->num_archives && ngt_batcher_seek(c->batch, c->st.positions[c->worker], &err))
+    ngt_train_fail_local(err.msg);
+}
+
+/* Shared placement: announce this job's archive read and the next one this worker will
+ * make (its next iteration with a job), so the prefetch thread reads ahead across
+ * iterations. Returns the frames of this read. */
+static int64_t begin_archive(ngt_train_ctx *c, const ngt_iter_header *h) {
+  ngt_err err = {0};
+  const int64_t g = ngt_archives_read_of(h->first_read, c->worker);
+  int64_t g_next = -1;
+  for (int i = h->iter + 1; i < c->sched.num_iters && g_next < 0; i++)
+    if (ngt_schedule_jobs(&c->sched, i) > c->worker)
+      g_next = ngt_archives_read_of(ngt_schedule_processed(&c->sched, i), c->worker);
+  if (ngt_batcher_archive_begin(c->batch, g, g_next, &err)) ngt_train_fail_local(err.msg);
+  return ngt_batcher_archive_frames(c->batch, g);
 }
 
 void ngt_worker_train(ngt_train_ctx *c, const ngt_iter_header *h, ngt_worker_stats *st) {
@@ -64,7 +91,7 @@ void ngt_worker_train(ngt_train_ctx *c, const ngt_iter_header *h, ngt_worker_sta
   }
   if (c->o->ng_reset_each_iter) ngt_optim_reset_ng(c->opt);
   ngt_optim_clear_stats(c->opt);
-  int64_t remaining = c->o->samples_per_iter;
+  int64_t remaining = c->num_archives ? begin_archive(c, h) : c->o->samples_per_iter;
   double t0 = ngt_now();
   while (remaining > 0) {
     int n = (int)(remaining < h->minibatch ? remaining : h->minibatch);
@@ -103,7 +130,7 @@ void ngt_worker_train(ngt_train_ctx *c, const ngt_iter_header *h, ngt_worker_sta
  * of its own: memory stays bounded by the shuffle buffer, whatever the corpus (§4.9). */
 void ngt_worker_lda_stats(ngt_train_ctx *c, ngt_lda_stats *st) {
   ngt_err err = {0};
-  ngt_batcher *b = open_stream(c, ngt_rng_mix(c->o->seed, 79 + (uint64_t)c->worker), 0);
+  ngt_batcher *b = open_stream(c, ngt_rng_mix(c->o->seed, 79 + (uint64_t)c->worker), 0, 0);
   int64_t want = c->o->lda_frames / c->W + 1;
   const int mb = 1024;
   ngt_mat X = ngt_mat_alloc(mb, c->net->input_dim);

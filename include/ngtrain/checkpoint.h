@@ -9,6 +9,8 @@
  *   pending     float64 [PM]         metrics of iteration N-1, logged once model N is validated
  *   ngstate     float64 [W x S]      every worker's NG state (absent for plain SGD)
  *   bmuf_delta  float32 [P]          BMUF block momentum (--averaging=bmuf only)
+ *   archives    int64 [2]            p_N (archive reads handed out before iteration N) and A
+ *                                    (--data-placement=shared only; archives.h)
  * The float64 arrays are stored positionally (the on-disk layout is unchanged); their
  * fields are named here, by ngt_train_signature_fields / ngt_train_metrics_fields, so
  * ngtrain and nninfo interpret them the same way.
@@ -38,6 +40,7 @@ typedef struct ngt_train_signature {
   double seed, ranks, samples_per_iter, num_epochs, initial_lrate, final_lrate;
   double jobs_initial, jobs_final, jobs_step, minibatch, max_param_change;
   double natural_gradient, preconditioner, config, train, bmuf;
+  double data_placement;      /* 0 shared, 1 local */
 } ngt_train_signature;
 
 /* The summary of one iteration (what metrics.jsonl and the log line print). */
@@ -74,6 +77,8 @@ typedef struct ngt_train_state {
   double *ngstate;            /* [W x ng_doubles] or NULL */
   size_t bmuf_n;              /* 0 unless BMUF: = num_params */
   float *bmuf_delta;          /* [bmuf_n] or NULL */
+  int64_t num_archives;       /* A; 0 = local placement (positions are the data state) */
+  int64_t archives_done;      /* p_iter: archive reads handed out before iteration iter */
 } ngt_train_state;
 
 void ngt_train_state_init(ngt_train_state *st);

@@ -55,6 +55,9 @@ typedef struct ngt_train_opts {
   int progress;              /* progress line: -1 auto (terminal), 0 off, 1 on */
   int stop_after;            /* testing: stop (as if killed) after this many iterations; 0 = off */
   int debug_save_jobs;       /* testing: each job writes DIR/job-<iter>-<worker>.h5 before averaging */
+  const char *data_placement;/* "shared" (default): job j of iteration i reads archive
+                              * (p_i + j) mod A of the whole corpus (Kaldi); "local":
+                              * worker w reads its own shards w, w+W, ... */
 } ngt_train_opts;
 
 ngt_train_opts ngt_train_opts_default(void);
