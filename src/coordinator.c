@@ -535,7 +535,7 @@ void ngt_coord_lookahead(const ngt_train_ctx *c, float *out) {
 void ngt_coord_take_positions(ngt_train_ctx *c, const ngt_worker_stats *all) {
   if (c->num_archives) return; /* shared placement: the iteration decides the data */
   for (int r = 0; r < c->size; r++)
-    if (all[r].active || c->size == 1 || r > 0) c->st.positions[c->size > 1 ? r - 1 : 0] = all[r].position;
+    if (c->size == 1 || r > 0) c->st.positions[c->size > 1 ? r - 1 : 0] = all[r].position;
 }
 
 void ngt_coord_record(ngt_train_ctx *c, const ngt_iter_header *h, const ngt_worker_stats *all,
