@@ -26,6 +26,14 @@
  * order of the shard at position sp of the shard order of epoch e. ngt_batcher_seek
  * walks the sizes (metadata only) to the cursor and frame offset of any position.
  *
+ * Archive mode (num_archives > 0; archives.h): the stream is the sequence of archive
+ * reads the caller announces with ngt_batcher_archive_begin (the current read and the
+ * next, so prefetch runs one read ahead). A read's pieces (shard, utterance range), in
+ * corpus order, are loaded in groups of at most shuffle_buffer frames (one group when
+ * the archive fits), and the frames of a group are delivered in a seeded permutation
+ * keyed by (read, group). The loader takes reads from a small queue filled by the
+ * consumer under the mutex; the archive metadata is used under the mutex too.
+ *
  * Dimension letters: D feature dim, L/R left/right context, T frames.
  */
 #include "ngtrain/batcher.h"
@@ -36,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ngtrain/archives.h"
 #include "ngtrain/rng.h"
 #include "ngtrain/shard.h"
 
@@ -120,6 +129,16 @@ struct ngt_batcher {
   pthread_mutex_t mu;
   pthread_cond_t cv_full;   /* nxt->state left BUF_EMPTY */
   pthread_cond_t cv_empty;  /* nxt->state became BUF_EMPTY, or stop */
+
+  /* archive mode */
+  ngt_archives *arch;       /* NULL in the shard-order mode */
+  int64_t rq[4];            /* reads announced but not yet started by the loader (mutex) */
+  int rq_n;
+  int64_t ld_g;             /* loader: read being loaded, -1 = none */
+  ngt_archive_piece *ld_p;  /* its pieces */
+  int ld_np, ld_pi;         /* pieces, next piece to load */
+  int64_t ld_group;         /* groups of ld_g loaded so far */
+  int64_t expect_g;         /* the read the consumer starts next if nothing changes */
 };
 
 ngt_batcher_opts ngt_batcher_opts_default(void) {
@@ -247,12 +266,82 @@ static int load_chunk(ngt_batcher *b, cursor c, chunk_buf *buf, ngt_err *err) {
   return 0;
 }
 
+/* Archive mode: 1 if the loader has a read to load (taking the next announced read from
+ * the queue if needed), 0 if it must wait. Called with the mutex held when prefetching. */
+static int loader_ready(ngt_batcher *b) {
+  if (!b->arch) return 1;
+  while (b->ld_g < 0 && b->rq_n > 0) {
+    int64_t g = b->rq[0];
+    memmove(b->rq, b->rq + 1, sizeof(int64_t) * (size_t)--b->rq_n);
+    free(b->ld_p);
+    b->ld_p = NULL;
+    ngt_archives_pieces(b->arch, g, &b->ld_p, &b->ld_np);
+    if (b->ld_np == 0) continue; /* an empty archive (utterances longer than T/A) */
+    b->ld_g = g;
+    b->ld_pi = 0;
+    b->ld_group = 0;
+  }
+  return b->ld_g >= 0;
+}
+
+/* Archive mode: the next group of pieces of read ld_g into buf. */
+static int load_group(ngt_batcher *b, chunk_buf *buf, ngt_err *err) {
+  int64_t n = 0;
+  while (b->ld_pi < b->ld_np) {
+    const ngt_archive_piece *p = &b->ld_p[b->ld_pi];
+    const int64_t len = p->f1 - p->f0;
+    if (n > 0 && n + len > b->o.shuffle_buffer) break;
+    const shard_meta *m = &b->sh[p->shard];
+    ngt_shard *sh = NULL;
+    int rc = ngt_shard_open(m->path, &sh, err);
+    if (rc) return ngt_err_prefix(err, "reading archive %" PRId64 " (epoch %" PRId64 ") from "
+                                  "shard '%s'", b->ld_g % ngt_archives_num(b->arch),
+                                  b->ld_g / ngt_archives_num(b->arch), m->path);
+    if (sh->num_frames != m->T || sh->num_utts != m->U || sh->feat_dim != b->D ||
+        sh->num_classes != b->C ||
+        memcmp(sh->utt_offsets, m->utt_offsets, (size_t)(m->U + 1) * sizeof *m->utt_offsets)) {
+      rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s' changed while training (it had %" PRId64
+                       " frames in %" PRId64 " utterances, now %" PRId64 " in %" PRId64 "); "
+                       "do not modify shards during a run", m->path, m->T, m->U, sh->num_frames,
+                       sh->num_utts);
+      ngt_shard_close(sh);
+      return rc;
+    }
+    rc = ngt_shard_read(sh, p->f0, len, buf->feats + (size_t)n * (size_t)b->D, buf->labels + n, err);
+    ngt_shard_close(sh);
+    if (rc) return rc;
+    for (int64_t u = p->u0; u < p->u1; u++) {
+      int32_t a = (int32_t)(n + m->utt_offsets[u] - p->f0), z = (int32_t)(n + m->utt_offsets[u + 1] - p->f0);
+      for (int32_t t = a; t < z; t++) {
+        buf->us[t] = a;
+        buf->ue[t] = z;
+      }
+    }
+    n += len;
+    b->ld_pi++;
+  }
+  identity_u32(buf->order, n);
+  if (b->o.shuffle) {
+    ngt_rng r = ngt_rng_make(b->o.seed, ngt_rng_mix(ngt_rng_mix(key_epoch(-1), (uint64_t)b->ld_g),
+                                                    (uint64_t)b->ld_group));
+    ngt_rng_shuffle_u32(&r, buf->order, (size_t)n);
+  }
+  buf->n = n;
+  b->ld_group++;
+  if (b->ld_pi == b->ld_np) b->ld_g = -1;
+  return 0;
+}
+
 /* Fills buf with the chunk at b->prod and advances b->prod. Returns the new state
  * (BUF_FULL, BUF_END or BUF_ERROR with buf->err); does not store it in buf. */
 static int fill_next(ngt_batcher *b, chunk_buf *buf) {
-  if (b->prod_end) return BUF_END;
   buf->err.code = 0;
   buf->err.msg[0] = '\0';
+  if (b->arch) {
+    if (!loader_ready(b)) return BUF_END;
+    return load_group(b, buf, &buf->err) ? BUF_ERROR : BUF_FULL;
+  }
+  if (b->prod_end) return BUF_END;
   if (load_chunk(b, b->prod, buf, &buf->err) != 0) return BUF_ERROR;
   b->prod.cp++;
   if (cursor_normalize(b, &b->prod)) b->prod_end = 1;
@@ -263,7 +352,8 @@ static void *prefetch_main(void *arg) {
   ngt_batcher *b = arg;
   pthread_mutex_lock(&b->mu);
   for (;;) {
-    while (!b->stop && b->nxt->state != BUF_EMPTY) pthread_cond_wait(&b->cv_empty, &b->mu);
+    while (!b->stop && (b->nxt->state != BUF_EMPTY || !loader_ready(b)))
+      pthread_cond_wait(&b->cv_empty, &b->mu);
     if (b->stop) break;
     chunk_buf *buf = b->nxt; /* the consumer does not touch nxt while it is EMPTY */
     pthread_mutex_unlock(&b->mu);
@@ -362,6 +452,8 @@ void ngt_batcher_free(ngt_batcher *b) {
   free(b->sh);
   free(b->perm_shards);
   free(b->perm_chunks);
+  ngt_archives_free(b->arch);
+  free(b->ld_p);
   free(b);
 }
 
@@ -407,6 +499,7 @@ int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opt
   pthread_cond_init(&b->cv_empty, NULL);
   b->o = opts;
   b->perm_epoch = b->pc_epoch = b->pc_shard = -1;
+  b->ld_g = b->expect_g = -1;
   b->sh = calloc((size_t)n_paths, sizeof *b->sh);
   int rc = 0;
   if (!b->sh) {
@@ -472,7 +565,26 @@ int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opt
     rc = ngt_err_set(err, NGT_ENOMEM, "out of memory");
     goto fail;
   }
-  const size_t cap = (size_t)b->max_chunk;
+  size_t cap = (size_t)b->max_chunk;
+  if (opts.num_archives > 0) {
+    int64_t **off = malloc(sizeof(int64_t *) * (size_t)n_paths);
+    int64_t *U = malloc(sizeof(int64_t) * (size_t)n_paths);
+    if (!off || !U) {
+      free(off); free(U);
+      rc = ngt_err_set(err, NGT_ENOMEM, "out of memory");
+      goto fail;
+    }
+    for (int i = 0; i < n_paths; i++) { off[i] = b->sh[i].utt_offsets; U[i] = b->sh[i].U; }
+    rc = ngt_archives_new(n_paths, (const int64_t *const *)off, U, opts.num_archives,
+                          ngt_archives_unit_for(b->total, opts.num_archives, opts.shuffle_buffer),
+                          opts.seed, &b->arch, err);
+    free(off);
+    free(U);
+    if (rc) goto fail;
+    int64_t g = opts.shuffle_buffer < b->total ? opts.shuffle_buffer : b->total;
+    if (ngt_archives_max_unit(b->arch) > g) g = ngt_archives_max_unit(b->arch);
+    cap = (size_t)g;
+  }
   for (int i = 0; i < 2; i++) {
     chunk_buf *c = &b->bufs[i];
     c->feats = malloc(cap * (size_t)b->D * sizeof *c->feats);
@@ -548,6 +660,9 @@ int ngt_batcher_next(ngt_batcher *b, int n, ngt_mat X, int32_t *labels, int *got
 
 int ngt_batcher_seek(ngt_batcher *b, int64_t frames, ngt_err *err) {
   NGT_ASSERT(b != NULL);
+  if (b->arch)
+    return ngt_err_set(err, NGT_EINVAL, "cannot seek an archive stream (announce reads with "
+                       "ngt_batcher_archive_begin)");
   if (frames < 0 || (!b->o.loop && frames > b->total))
     return ngt_err_set(err, NGT_EINVAL, "cannot seek to frame %" PRId64 ": the stream has %s%"
                        PRId64 " frames", frames, b->o.loop ? "positions >= 0, epochs of " : "",
@@ -586,6 +701,49 @@ int ngt_batcher_seek(ngt_batcher *b, int64_t frames, ngt_err *err) {
     b->prod = c;
     b->pending_skip = r;
   }
+  return thread_start(b, err);
+}
+
+int64_t ngt_batcher_archive_frames(ngt_batcher *b, int64_t g) {
+  NGT_ASSERT(b->arch && g >= 0);
+  ngt_archive_piece *p = NULL;
+  int np = 0;
+  pthread_mutex_lock(&b->mu);
+  int64_t n = ngt_archives_pieces(b->arch, g, &p, &np);
+  pthread_mutex_unlock(&b->mu);
+  free(p);
+  return n;
+}
+
+int ngt_batcher_archive_begin(ngt_batcher *b, int64_t g, int64_t g_next, ngt_err *err) {
+  NGT_ASSERT(b->arch && g >= 0);
+  if (b->expect_g == g && !b->failed) {
+    /* the loader already has g (queued or loaded): announce the one after it */
+    pthread_mutex_lock(&b->mu);
+    if (g_next >= 0) {
+      NGT_ASSERT(b->rq_n < 4);
+      b->rq[b->rq_n++] = g_next;
+    }
+    pthread_cond_signal(&b->cv_empty);
+    pthread_mutex_unlock(&b->mu);
+    b->expect_g = g_next;
+    return 0;
+  }
+  /* anything else (the first read, a retry, a resume): start over at g */
+  thread_stop(b);
+  b->bufs[0].state = b->bufs[1].state = BUF_EMPTY;
+  b->have_cur = 0;
+  b->cur_pos = 0;
+  b->pending_skip = 0;
+  b->failed = 0;
+  b->ended = 0;
+  free(b->ld_p);
+  b->ld_p = NULL;
+  b->ld_g = -1;
+  b->rq_n = 0;
+  b->rq[b->rq_n++] = g;
+  if (g_next >= 0) b->rq[b->rq_n++] = g_next;
+  b->expect_g = g_next;
   return thread_start(b, err);
 }
 

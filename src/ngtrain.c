@@ -60,6 +60,7 @@ int main(int argc, char **argv) {
       {"lda-within-class-factor", NGT_OPT_DOUBLE, &o.lda_within_class_factor, "LDA within-class factor", 0},
       {"lda-max-singular-value", NGT_OPT_DOUBLE, &o.lda_max_singular_value, "LDA singular-value ceiling", 0},
       {"shuffle-buffer", NGT_OPT_INT64, &o.shuffle_buffer, "frames per shuffled chunk held in memory", 0},
+      {"data-placement", NGT_OPT_STRING, &o.data_placement, "shared (every rank sees every shard: job j of iteration i reads archive (p_i+j) mod A, Kaldi) or local (worker w reads shards w, w+W, ... on its own disk)", 0},
       {"averaging", NGT_OPT_STRING, &o.averaging, "average (Kaldi) or bmuf (block momentum)", 0},
       {"block-momentum", NGT_OPT_DOUBLE, &o.block_momentum, "BMUF block momentum (<0: 1-1/num-jobs-final)", 0},
       {"block-lr", NGT_OPT_DOUBLE, &o.block_lr, "BMUF block learning rate", 0},

@@ -581,6 +581,11 @@ ngt_nnet *ngt_nnet_copy(const ngt_nnet *net) {
   do { if (why && whylen) snprintf(why, whylen, __VA_ARGS__); return 0; } while (0)
 
 int ngt_nnet_same_structure(const ngt_nnet *a, const ngt_nnet *b, char *why, size_t whylen) {
+  return ngt_nnet_compare_structure(a, b, 0, why, whylen);
+}
+
+int ngt_nnet_compare_structure(const ngt_nnet *a, const ngt_nnet *b, int flags, char *why,
+                               size_t whylen) {
   if (a->feat_dim != b->feat_dim) WHY("feat_dim differs (%d vs %d)", a->feat_dim, b->feat_dim);
   if (a->ctx_left != b->ctx_left || a->ctx_right != b->ctx_right)
     WHY("context differs (-%d..%d vs -%d..%d)", a->ctx_left, a->ctx_right, b->ctx_left,
@@ -608,7 +613,7 @@ int ngt_nnet_same_structure(const ngt_nnet *a, const ngt_nnet *b, char *why, siz
   }
   if (a->num_params != b->num_params)
     WHY("number of parameters differs (%zu vs %zu)", a->num_params, b->num_params);
-  if (a->transform_type != b->transform_type)
+  if (!(flags & NGT_NNET_CMP_IGNORE_TRANSFORM) && a->transform_type != b->transform_type)
     WHY("input transform type differs (%d vs %d)", a->transform_type, b->transform_type);
   if (why && whylen) why[0] = '\0';
   return 1;

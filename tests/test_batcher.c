@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ngtrain/archives.h"
 #include "ngtrain/batcher.h"
 #include "ngtrain/fileio.h"
 #include "ngtrain/rng.h"
@@ -339,6 +340,69 @@ END_TEST
 
 /* ---------------------------------------------------------------- errors */
 
+/* Archive mode (archives.h): read g delivers exactly the frames of its pieces, whole,
+ * spliced within their utterances; prefetch on == off; announcing the next read keeps
+ * the prefetched data and a restart (retry) at g replays g exactly. */
+START_TEST(test_archive_reads) {
+  meta m;
+  make_corpus(&m, "arch");
+  const int64_t A = 4;
+  for (int buffer = 40; buffer <= 4000; buffer *= 100) {
+    ngt_batcher_opts o = ngt_batcher_opts_default();
+    o.ctx_left = 2;
+    o.ctx_right = 1;
+    o.seed = 9;
+    o.shuffle_buffer = buffer;
+    o.num_archives = A;
+    ngt_batcher *b1 = new_batcher(&m, o);
+    o.prefetch = 0;
+    ngt_batcher *b0 = new_batcher(&m, o);
+    /* the plan, independently */
+    const int64_t *offs[MAXSH];
+    for (int s = 0; s < m.n; s++) offs[s] = m.offs[s];
+    ngt_archives *ar = NULL;
+    ngt_err err = {0};
+    ck_assert_int_eq(ngt_archives_new(m.n, offs, m.U, A, ngt_archives_unit_for(m.total, A, buffer),
+                                      9, &ar, &err), 0);
+    int64_t seen = 0;
+    for (int64_t g = 0; g < 2 * A; g++) {
+      int64_t n = ngt_batcher_archive_frames(b1, g);
+      ck_assert_int_eq(n, ngt_batcher_archive_frames(b0, g));
+      ck_assert_int_eq(ngt_batcher_archive_begin(b1, g, g + 1, &err), 0);
+      ck_assert_int_eq(ngt_batcher_archive_begin(b0, g, g + 1, &err), 0);
+      int64_t *x1 = read_ids(b1, &m, n, 7, 2, 1), *x0 = read_ids(b0, &m, n, 7, 2, 1);
+      ck_assert(memcmp(x1, x0, sizeof(int64_t) * (size_t)n) == 0);
+      if (g == 2) { /* a retry of read 2 replays it */
+        ck_assert_int_eq(ngt_batcher_archive_begin(b1, g, g + 1, &err), 0);
+        int64_t *again = read_ids(b1, &m, n, 5, 2, 1);
+        ck_assert(memcmp(x1, again, sizeof(int64_t) * (size_t)n) == 0);
+        free(again);
+      }
+      /* the frames are exactly the pieces' frames */
+      ngt_archive_piece *p = NULL;
+      int np = 0;
+      ck_assert_int_eq(ngt_archives_pieces(ar, g, &p, &np), n);
+      int64_t *want = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1)), k = 0;
+      for (int i = 0; i < np; i++) {
+        ck_assert_int_eq(p[i].f0, m.offs[p[i].shard][p[i].u0]);
+        ck_assert_int_eq(p[i].f1, m.offs[p[i].shard][p[i].u1]);
+        for (int64_t t = p[i].f0; t < p[i].f1; t++) want[k++] = (int64_t)p[i].shard * 1000000 + t;
+      }
+      qsort(want, (size_t)n, sizeof(int64_t), cmp_i64);
+      qsort(x1, (size_t)n, sizeof(int64_t), cmp_i64);
+      ck_assert(memcmp(x1, want, sizeof(int64_t) * (size_t)n) == 0);
+      seen += n;
+      free(p); free(want); free(x1); free(x0);
+    }
+    ck_assert_int_eq(seen, 2 * m.total); /* two epochs: every frame twice */
+    ngt_archives_free(ar);
+    ngt_batcher_free(b1);
+    ngt_batcher_free(b0);
+  }
+  meta_free(&m);
+}
+END_TEST
+
 START_TEST(test_mismatched_shards) {
   meta m;
   memset(&m, 0, sizeof m);
@@ -584,6 +648,7 @@ static Suite *batcher_suite(void) {
   tcase_add_test(tc, test_seed_determinism);
   tcase_add_test(tc, test_prefetch_equivalence);
   tcase_add_test(tc, test_seek_equals_read);
+  tcase_add_test(tc, test_archive_reads);
   tcase_add_test(tc, test_mismatched_shards);
   tcase_add_test(tc, test_truncated_midstream);
   tcase_add_test(tc, test_bad_label_midstream);

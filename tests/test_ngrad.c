@@ -327,7 +327,7 @@ static void ref_step(ref_ng *r, const double *X, int N, double *Xhat, double *ga
     *gamma = trXX > 0 ? sqrt(trXX / trXh) : 1.0;
     free(G);
   }
-  /* Gram-Schmidt R_{t+1} whenever it drifts by more than 1e-3 (see the top of ngsgd.md). */
+  /* Gram-Schmidt R_{t+1} whenever it drifts by more than 1e-3 (docs/algorithm.md §2.6). */
   if (!(ref_orth_dev(R1, R, D) <= 1e-3)) {
     ref_gram_schmidt(R1, R, D);
     ck_assert(ref_orth_dev(R1, R, D) <= 1e-3);

@@ -6,13 +6,15 @@
  * Prints the config text, a table of components (dims, parameter counts, max-change,
  * learning-rate factor and the natural-gradient settings as configured), the total
  * parameter count, the input splicing, the input transform, whether priors are present
- * and, for checkpoints, the /train_state arrays. Exit status 0, or 1 with a message.
+ * and, for checkpoints, the training state by name (checkpoint.h). Exit status 0, or 1
+ * with a message.
  */
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ngtrain/checkpoint.h"
 #include "ngtrain/fileio.h"
 #include "ngtrain/log.h"
 #include "ngtrain/nnet.h"
@@ -110,7 +112,8 @@ static herr_t list_blob(hid_t g, const char *name, const H5L_info_t *info, void 
   return 0;
 }
 
-/* /train_state arrays of a checkpoint (the model itself was already validated). */
+/* The training state of a checkpoint, by name (checkpoint.h); the raw /train_state arrays
+ * if it cannot be interpreted (the model itself was already validated). */
 static int print_train_state(const char *path) {
   ngt_hdf5_quiet();
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -120,8 +123,23 @@ static int print_train_state(const char *path) {
     H5Fclose(f);
     return 0;
   }
+  H5Fclose(f);
+  ngt_train_state st;
+  ngt_train_state_init(&st);
+  ngt_err err = {0};
+  if (ngt_checkpoint_read_state(path, &st, &err) == 0) {
+    ngt_train_state_print(&st, stdout);
+    ngt_train_state_deinit(&st);
+    return 0;
+  }
+  ngt_hdf5_quiet();
+  f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) {
+    fprintf(stderr, "nninfo: cannot reopen '%s' to list /train_state\n", path);
+    return 1;
+  }
   hid_t g = H5Gopen2(f, "train_state", H5P_DEFAULT);
-  printf("train state (/train_state, a checkpoint):\n");
+  printf("train state (/train_state, not interpretable: %s):\n", err.msg);
   blob_list_ctx ctx = {0};
   if (g >= 0) {
     H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, list_blob, &ctx);

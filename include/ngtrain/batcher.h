@@ -51,6 +51,9 @@ typedef struct ngt_batcher_opts {
   int shuffle;              /* 1 (default) = seeded order above; 0 = file order */
   int loop;                 /* 1 (default) = endless epochs; 0 = one pass, then got = 0 */
   int prefetch;             /* 1 (default) = background reader thread */
+  int64_t num_archives;     /* > 0: archive mode (archives.h): the corpus of all the shards
+                             * cut into this many archives, read as announced by
+                             * ngt_batcher_archive_begin; 0 (default) = the order above */
 } ngt_batcher_opts;
 
 ngt_batcher_opts ngt_batcher_opts_default(void);
@@ -78,6 +81,15 @@ int64_t ngt_batcher_position(const ngt_batcher *b);
 int ngt_batcher_seek(ngt_batcher *b, int64_t frames, ngt_err *err);
 /* Epoch of the next frame to be delivered (position / total_frames). */
 int64_t ngt_batcher_epoch(const ngt_batcher *b);
+
+/* Archive mode. Frames of read g (epoch g / A, archive g mod A; archives.h). */
+int64_t ngt_batcher_archive_frames(ngt_batcher *b, int64_t g);
+/* The next ngt_batcher_archive_frames(b, g) frames delivered are read g, whole; g_next
+ * (or -1) is the read after it, which the prefetch thread starts on as soon as g is
+ * loaded. When g is the g_next announced before and the previous read was consumed
+ * whole, the prefetched data is kept; otherwise (a retry, a resume) the stream restarts
+ * at g. Seeking is not available in archive mode. */
+int ngt_batcher_archive_begin(ngt_batcher *b, int64_t g, int64_t g_next, ngt_err *err);
 
 /* In-memory frames with utterance bounds. */
 typedef struct ngt_frameset {

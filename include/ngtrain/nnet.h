@@ -119,6 +119,11 @@ void ngt_nnet_init_params(ngt_nnet *net, uint64_t seed);
 /* 1 if a and b have the same components, dims, offsets and transform type; otherwise 0
  * and `why` (if non-NULL) names the first difference. */
 int ngt_nnet_same_structure(const ngt_nnet *a, const ngt_nnet *b, char *why, size_t whylen);
+/* The same with flags: NGT_NNET_CMP_IGNORE_TRANSFORM leaves the transform type out (a
+ * checkpoint decides the transform of the run that resumes it). */
+enum { NGT_NNET_CMP_IGNORE_TRANSFORM = 1 };
+int ngt_nnet_compare_structure(const ngt_nnet *a, const ngt_nnet *b, int flags, char *why,
+                               size_t whylen);
 
 /* Views of an affine component's parameters in net->params (or in another buffer of
  * the same layout, e.g. a delta: pass base = that buffer). */

@@ -3,7 +3,9 @@
  *
  * Units: an "archive" is samples_per_iter frames (Kaldi's egs archive); a job processes
  * one archive per iteration. A = total_frames / samples_per_iter archives (a real
- * number here, since ngtrain streams frames rather than dumping archives);
+ * number in general; the trainer's default shared placement passes total_frames =
+ * A x samples_per_iter for the integer A of archives.h, so num_epochs x A reads cover
+ * every frame num_epochs times);
  * W = max(1, floor(num_epochs * A)) archive-visits; I = max(1, floor(2W / (J0 + J1))).
  *
  *   ngt_schedule s;

@@ -2,8 +2,9 @@
  *
  * Rank 0 is the coordinator; ranks 1..K-1 are workers; with one rank the process is
  * both. Per iteration i (§4.2-4.3): the coordinator broadcasts a header (jobs n_i,
- * lr_i = n_i·η_eff(i), minibatch, max-change scale) and the model; workers 0..n_i-1
- * each train samples_per_iter frames of their own shards (worker w owns shards
+ * lr_i = n_i·η_eff(i), minibatch, max-change scale, p_i) and the model; workers
+ * 0..n_i-1 each run a job: job j reads archive (p_i + j) mod A of the whole corpus
+ * (archives.h; --data-placement=local: samples_per_iter frames of its own shards
  * w, w+W, ...); the coordinator gathers their objectives, accepts the finite ones
  * within 1.0 of the best (iteration 0: only the best), and averages the accepted models
  * with one reduction of the flat parameter buffer (or BMUF, --averaging=bmuf).
@@ -55,6 +56,9 @@ typedef struct ngt_train_opts {
   int progress;              /* progress line: -1 auto (terminal), 0 off, 1 on */
   int stop_after;            /* testing: stop (as if killed) after this many iterations; 0 = off */
   int debug_save_jobs;       /* testing: each job writes DIR/job-<iter>-<worker>.h5 before averaging */
+  const char *data_placement;/* "shared" (default): job j of iteration i reads archive
+                              * (p_i + j) mod A of the whole corpus (Kaldi); "local":
+                              * worker w reads its own shards w, w+W, ... */
 } ngt_train_opts;
 
 ngt_train_opts ngt_train_opts_default(void);

@@ -14,7 +14,7 @@ expect_fail "feat_dim disagrees with config" "feat_dim=13" "$B/ngtrain" "${SMALL
 printf 'input dim=13 context=-3..3\nlayer type=relu dim=64\noutput dim=40\n' >"$T/cls.cfg"
 expect_fail "num_classes disagrees with config" "num_classes=48" "$B/ngtrain" "${SMALL[@]}" --config="$T/cls.cfg" --dir="$T/x"
 expect_fail "more workers than shards" "matches 4 shard(s) but there are 5 workers" \
-  mpirun -np 6 "$B/ngtrain" "${SMALL[@]}" --dir="$T/x"
+  mpirun -np 6 "$B/ngtrain" "${SMALL[@]}" --data-placement=local --dir="$T/x"
 expect_fail "num-jobs-final above workers" "--num-jobs-final=3 is more than the 2 worker" \
   mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" --num-jobs-final=3 --dir="$T/x"
 printf 'input dim=13 context=-3..3\nlayer type=relu dim=64 rank-in=200\noutput dim=48\n' >"$T/rank.cfg"

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* the trainer's table (src/ngtrain.c), with its defaults */
   const char *config = NULL, *train = NULL, *valid = NULL, *dir = NULL, *precond = "online",
-             *itrans = "lda", *averaging = "average";
+             *itrans = "lda", *averaging = "average", *placement = "shared";
   double num_epochs = 8, lr0 = 0.0003, lr1 = 0.00003, nsh = 2000, alpha = 4, lda_wcf = 0.001,
          lda_msv = 5, bm = -1, blr = 1;
   int j0 = 1, j1 = 0, js = 1, mb = 512, ng = 1, rin = 0, rout = 0, up = 4, reset = 0, keep = 3,
@@ -77,6 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       {"lda-within-class-factor", NGT_OPT_DOUBLE, &lda_wcf, "", 0},
       {"lda-max-singular-value", NGT_OPT_DOUBLE, &lda_msv, "", 0},
       {"shuffle-buffer", NGT_OPT_INT64, &sbuf, "", 0},
+      {"data-placement", NGT_OPT_STRING, &placement, "", 0},
       {"averaging", NGT_OPT_STRING, &averaging, "", 0},
       {"block-momentum", NGT_OPT_DOUBLE, &bm, "", 0},
       {"block-lr", NGT_OPT_DOUBLE, &blr, "", 0},
@@ -100,12 +101,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       for (int k = 1; k < argc; k++) found |= pos[i] == argv[k];
       if (!found) abort();
     }
-    const char *strs[] = {config, train, valid, dir, precond, itrans, averaging};
+    const char *strs[] = {config, train, valid, dir, precond, itrans, averaging, placement};
     for (size_t s = 0; s < sizeof strs / sizeof *strs; s++) {
       if (!strs[s]) continue;
       int inside = strs[s] == precond && strcmp(precond, "online") == 0;
       inside |= strs[s] == itrans && strcmp(itrans, "lda") == 0;
       inside |= strs[s] == averaging && strcmp(averaging, "average") == 0;
+      inside |= strs[s] == placement && strcmp(placement, "shared") == 0;
       if (strs[s] >= buf && strs[s] <= buf + size) inside = 1;
       if (!inside) abort();
     }
