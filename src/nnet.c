@@ -35,8 +35,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ngtrain/engine.h"
 #include "ngtrain/fileio.h"
 #include "ngtrain/rng.h"
+
+/* Row loops of the elementwise passes run on the engine's OpenMP threads (--num-threads). */
+#ifdef _OPENMP
+#define OMP_ROWS _Pragma("omp parallel for schedule(static)")
+#else
+#define OMP_ROWS
+#endif
 
 #define NGT_NNET_MAX_DIM 1000000  /* any single dimension */
 #define NGT_NNET_MAX_CONTEXT 1000 /* L and R */
@@ -698,6 +706,33 @@ ngt_nnet_ws *ngt_nnet_ws_new(const ngt_nnet *net, int max_rows) {
     ws->deriv[c] = ngt_mat_view(p, max_rows, O, O);
     p += round16(R * (size_t)O);
   }
+  ws->precision = ngt_engine_precision();
+  if (ws->precision == NGT_PREC_BF16) {
+    size_t nb = 0;
+    for (int c = 0; c < net->num_comps; c++) {
+      const ngt_comp *a = &net->comps[c];
+      if (a->type != NGT_COMP_AFFINE) continue;
+      nb += round16(R * (size_t)a->in_dim) + round16(R * (size_t)a->out_dim) +
+            round16((size_t)a->out_dim * (size_t)a->in_dim);
+    }
+    ws->bf_scratch = aligned_alloc(64, (nb ? nb : 32) * sizeof(uint16_t));
+    if (!ws->bf_scratch)
+      ngt_die("out of memory allocating the bf16 workspace (%.1f MB)", (double)nb * 2.0 / 1e6);
+    ws->in_bf = ngt_xcalloc((size_t)net->num_comps, sizeof *ws->in_bf);
+    ws->d_bf = ngt_xcalloc((size_t)net->num_comps, sizeof *ws->d_bf);
+    ws->w_bf = ngt_xcalloc((size_t)net->num_comps, sizeof *ws->w_bf);
+    uint16_t *q = ws->bf_scratch;
+    for (int c = 0; c < net->num_comps; c++) {
+      const ngt_comp *a = &net->comps[c];
+      if (a->type != NGT_COMP_AFFINE) continue;
+      ws->in_bf[c] = q;
+      q += round16(R * (size_t)a->in_dim);
+      ws->d_bf[c] = q;
+      q += round16(R * (size_t)a->out_dim);
+      ws->w_bf[c] = q;
+      q += round16((size_t)a->out_dim * (size_t)a->in_dim);
+    }
+  }
   return ws;
 }
 
@@ -706,6 +741,10 @@ void ngt_nnet_ws_free(ngt_nnet_ws *ws) {
   free(ws->scratch);
   free(ws->out);
   free(ws->deriv);
+  free(ws->in_bf);
+  free(ws->d_bf);
+  free(ws->w_bf);
+  free(ws->bf_scratch);
   free(ws);
 }
 
@@ -717,23 +756,41 @@ ngt_mat ngt_nnet_ws_input(const ngt_nnet_ws *ws, int c) {
 /* ------------------------------------------------------------------------------------ */
 /* Components: forward and backward side by side                                          */
 
-/* Affine: out = in W^T + b.  in (N, I), W (O, I), out (N, O). */
-static void affine_forward(const ngt_nnet *net, int c, ngt_mat in, ngt_mat out) {
+/* Affine: out = in W^T + b.  in (N, I), W (O, I), out (N, O).
+ * bf16: W and in are rounded to bf16 (ws->w_bf, ws->in_bf), the bias is added by the
+ * matmul primitive in fp32. */
+static void affine_forward(const ngt_nnet *net, ngt_nnet_ws *ws, int c, ngt_mat in, ngt_mat out) {
   ngt_mat W = ngt_nnet_W(net, NULL, c);
   const float *b = ngt_nnet_b(net, NULL, c);
+  if (ws->precision == NGT_PREC_BF16) {
+    int N = in.rows, I = in.cols, O = out.cols;
+    ngt_bf16_from_f32(ws->w_bf[c], I, W.data, W.stride, O, I, 1.0f);
+    ngt_bf16_from_f32(ws->in_bf[c], I, in.data, in.stride, N, I, 1.0f);
+    ngt_gemm_bf16(0, 1, N, O, I, ws->in_bf[c], I, ws->w_bf[c], I, b, out.data, out.stride);
+    return;
+  }
   ngt_gemm(0, 1, 1.0f, in, W, 0.0f, out);
+  OMP_ROWS
   for (int n = 0; n < out.rows; n++) {
     float *y = &NGT_AT(out, n, 0);
     for (int j = 0; j < out.cols; j++) y[j] += b[j];
   }
 }
 /* d_in (N, I) = d_out (N, O) W (O, I). */
-static void affine_backward(const ngt_nnet *net, int c, ngt_mat d_out, ngt_mat d_in) {
+static void affine_backward(const ngt_nnet *net, ngt_nnet_ws *ws, int c, ngt_mat d_out,
+                            ngt_mat d_in) {
+  if (ws->precision == NGT_PREC_BF16) {
+    int N = d_out.rows, O = d_out.cols, I = d_in.cols;
+    ngt_bf16_from_f32(ws->d_bf[c], O, d_out.data, d_out.stride, N, O, 1.0f);
+    ngt_gemm_bf16(0, 0, N, I, O, ws->d_bf[c], O, ws->w_bf[c], I, NULL, d_in.data, d_in.stride);
+    return;
+  }
   ngt_gemm(0, 0, 1.0f, d_out, ngt_nnet_W(net, NULL, c), 0.0f, d_in);
 }
 
 /* ReLU: y = max(0, x); NaN propagates (so a broken model is seen, not hidden). */
 static void relu_forward(ngt_mat in, ngt_mat out) {
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0);
     float *y = &NGT_AT(out, n, 0);
@@ -742,6 +799,7 @@ static void relu_forward(ngt_mat in, ngt_mat out) {
 }
 /* dx = dy * [y > 0]. */
 static void relu_backward(ngt_mat out, ngt_mat d_out, ngt_mat d_in) {
+  OMP_ROWS
   for (int n = 0; n < out.rows; n++) {
     const float *y = &NGT_AT(out, n, 0), *dy = &NGT_AT(d_out, n, 0);
     float *dx = &NGT_AT(d_in, n, 0);
@@ -752,6 +810,7 @@ static void relu_backward(ngt_mat out, ngt_mat d_out, ngt_mat d_in) {
 /* p-norm, p = 2 (docs/ngsgd.md §4.7): y_k = sqrt(sum_{i in group k} x_i^2),
  * group k = inputs [k G, (k+1) G).  in (N, K G), out (N, K). */
 static void pnorm_forward(int G, ngt_mat in, ngt_mat out) {
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0);
     float *y = &NGT_AT(out, n, 0);
@@ -765,6 +824,7 @@ static void pnorm_forward(int G, ngt_mat in, ngt_mat out) {
 }
 /* dx_i = dy_k x_i / y_k (0 where y_k == 0). */
 static void pnorm_backward(int G, ngt_mat in, ngt_mat out, ngt_mat d_out, ngt_mat d_in) {
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0), *y = &NGT_AT(out, n, 0), *dy = &NGT_AT(d_out, n, 0);
     float *dx = &NGT_AT(d_in, n, 0);
@@ -795,6 +855,7 @@ static double sumsq8(const float *a, int D) { return dot8(a, a, D); }
  * y = x f, f = 1/sqrt(max(2^-66, x^T x / D)).  in, out (N, D). */
 static void normalize_forward(ngt_mat in, ngt_mat out) {
   int D = in.cols;
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0);
     float *y = &NGT_AT(out, n, 0);
@@ -806,6 +867,7 @@ static void normalize_forward(ngt_mat in, ngt_mat out) {
 /* dx = f dy - (f^3 / D) (dy^T x) x, or f dy when floored (§4.7). */
 static void normalize_backward(ngt_mat in, ngt_mat d_out, ngt_mat d_in) {
   int D = in.cols;
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0), *dy = &NGT_AT(d_out, n, 0);
     float *dx = &NGT_AT(d_in, n, 0);
@@ -827,6 +889,7 @@ static void normalize_backward(ngt_mat in, ngt_mat d_out, ngt_mat d_in) {
  * input still gives NaN, so broken models are seen).  in, out (N, C). */
 static void logsoftmax_forward(ngt_mat in, ngt_mat out) {
   int C = in.cols;
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0);
     float *y = &NGT_AT(out, n, 0);
@@ -848,6 +911,7 @@ static void logsoftmax_forward(ngt_mat in, ngt_mat out) {
 /* dx_j = dy_j - p_j sum_k dy_k with p = exp(y). */
 static void logsoftmax_backward(ngt_mat out, ngt_mat d_out, ngt_mat d_in) {
   int C = out.cols;
+  OMP_ROWS
   for (int n = 0; n < out.rows; n++) {
     const float *y = &NGT_AT(out, n, 0), *dy = &NGT_AT(d_out, n, 0);
     float *dx = &NGT_AT(d_in, n, 0);
@@ -886,7 +950,7 @@ void ngt_nnet_forward(const ngt_nnet *net, ngt_nnet_ws *ws, ngt_mat X) {
     ngt_mat in = ngt_nnet_ws_input(ws, c), out = ws->out[c];
     NGT_ASSERT(in.cols == cp->in_dim && out.cols == cp->out_dim);
     switch (cp->type) {
-      case NGT_COMP_AFFINE: affine_forward(net, c, in, out); break;
+      case NGT_COMP_AFFINE: affine_forward(net, ws, c, in, out); break;
       case NGT_COMP_RELU: relu_forward(in, out); break;
       case NGT_COMP_PNORM: pnorm_forward(cp->group, in, out); break;
       case NGT_COMP_NORMALIZE: normalize_forward(in, out); break;
@@ -930,13 +994,18 @@ void ngt_nnet_backward(const ngt_nnet *net, ngt_nnet_ws *ws, const int32_t *labe
     const ngt_comp *cp = &net->comps[c];
     ngt_mat in = ws->out[c - 1], out = ws->out[c], dy = ws->deriv[c], dx = ws->deriv[c - 1];
     switch (cp->type) {
-      case NGT_COMP_AFFINE: affine_backward(net, c, dy, dx); break;
+      case NGT_COMP_AFFINE: affine_backward(net, ws, c, dy, dx); break;
       case NGT_COMP_RELU: relu_backward(out, dy, dx); break;
       case NGT_COMP_PNORM: pnorm_backward(cp->group, in, out, dy, dx); break;
       case NGT_COMP_NORMALIZE: normalize_backward(in, dy, dx); break;
       case NGT_COMP_LOGSOFTMAX: logsoftmax_backward(out, dy, dx); break;
       default: NGT_ASSERT(!"unknown component type");
     }
+  }
+  /* bf16: the first affine component's output derivative, for the weight gradient. */
+  if (ws->precision == NGT_PREC_BF16 && net->comps[0].type == NGT_COMP_AFFINE) {
+    ngt_mat d0 = ws->deriv[0];
+    ngt_bf16_from_f32(ws->d_bf[0], d0.cols, d0.data, d0.stride, N, d0.cols, 1.0f);
   }
 }
 
