@@ -1,6 +1,7 @@
 /* engine.c — see include/ngtrain/engine.h. */
 #include "ngtrain/engine.h"
 
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,15 +128,48 @@ static inline uint16_t f2bf(float x) {
   return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
 }
 
+/* One row with the CPU's own conversion (VCVTNE2PS2BF16: round to nearest even, NaN
+ * quiet; fp32 denormals flush to zero). Only called where the CPU has avx512_bf16. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void ngt_bf16_row_avx512(uint16_t *d, const float *s, int n, float scale) {
+  int j = 0;
+  if (scale == 1.0f) {
+    for (; j + 32 <= n; j += 32) {
+      __m512bh r = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + j + 16), _mm512_loadu_ps(s + j));
+      _mm512_storeu_si512((void *)(d + j), (__m512i)r);
+    }
+  } else {
+    __m512 sc = _mm512_set1_ps(scale);
+    for (; j + 32 <= n; j += 32) {
+      __m512bh r = _mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(s + j + 16), sc),
+                                       _mm512_mul_ps(_mm512_loadu_ps(s + j), sc));
+      _mm512_storeu_si512((void *)(d + j), (__m512i)r);
+    }
+  }
+  for (; j < n; j++) d[j] = f2bf(s[j] * scale);
+}
+
+static int g_has_avx512bf16 = -1;
+int ngt_cpu_avx512bf16(void) {
+  if (g_has_avx512bf16 < 0) {
+    __builtin_cpu_init();
+    g_has_avx512bf16 = __builtin_cpu_supports("avx512bf16") ? 1 : 0;
+  }
+  return g_has_avx512bf16;
+}
+
 void ngt_bf16_from_f32(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols,
                        float scale) {
+  const int fast = ngt_cpu_avx512bf16();
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (rows >= 64)
 #endif
   for (int i = 0; i < rows; i++) {
     const float *s = src + (size_t)i * (size_t)lds;
     uint16_t *d = dst + (size_t)i * (size_t)ldd;
-    if (scale == 1.0f)
+    if (fast)
+      ngt_bf16_row_avx512(d, s, cols, scale);
+    else if (scale == 1.0f)
       for (int j = 0; j < cols; j++) d[j] = f2bf(s[j]);
     else
       for (int j = 0; j < cols; j++) d[j] = f2bf(s[j] * scale);

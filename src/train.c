@@ -26,6 +26,7 @@
 
 #include "ngtrain/batcher.h"
 #include "ngtrain/comm.h"
+#include "ngtrain/engine.h"
 #include "ngtrain/evaluate.h"
 #include "ngtrain/fileio.h"
 #include "ngtrain/hash.h"
@@ -679,6 +680,9 @@ static void print_startup(ctx *c) {
           : !strcmp(o->preconditioner, "simple") ? "simple NG-SGD" : "online NG-SGD",
           (double)o->max_param_change, c->bmuf ? "BMUF" : "model average", ngt_blas_corename(),
           ngt_blas_get_threads(), ngt_hdf5_locking());
+  char eng[512];
+  ngt_engine_describe(eng, sizeof eng);
+  NGT_LOG(NGT_INFO, "compute: %s", eng);
 }
 
 static int validate_opts(const ngt_train_opts *o, char *msg, size_t n) {

@@ -65,6 +65,9 @@ void ngt_engine_describe(char *buf, size_t n);
 /* fp32 -> bf16, round to nearest even (NaN stays NaN), rows x cols, times scale. */
 void ngt_bf16_from_f32(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols,
                        float scale);
+/* One row, AVX-512 BF16 instructions: call only where ngt_cpu_avx512bf16(). */
+void ngt_bf16_row_avx512(uint16_t *d, const float *s, int n, float scale);
+int ngt_cpu_avx512bf16(void);
 void ngt_bf16_to_f32(float *dst, int ldd, const uint16_t *src, int lds, int rows, int cols);
 static inline float ngt_bf16_round(float x) {
   union { float f; uint32_t u; } v = {x};
