@@ -188,7 +188,7 @@ void ngt_bf16_to_f32(float *dst, int ldd, const uint16_t *src, int lds, int rows
 
 #ifdef NGT_HAVE_DNNL
 typedef struct prim_entry {
-  int m, n, k, ta, tb, lda, ldb, ldc, bias;
+  int m, n, k, ta, tb, lda, ldb, ldc, bias, acc;
   dnnl_primitive_t prim;
   dnnl_memory_t src, wei, bia, dst;
 } prim_entry;
@@ -203,11 +203,11 @@ static void dnnl_check(dnnl_status_t s, const char *what) {
 }
 
 static prim_entry *get_prim(int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc,
-                            int bias) {
+                            int bias, int acc) {
   for (int i = 0; i < g_ncache; i++) {
     prim_entry *e = &g_cache[i];
     if (e->m == m && e->n == n && e->k == k && e->ta == ta && e->tb == tb && e->lda == lda &&
-        e->ldb == ldb && e->ldc == ldc && e->bias == bias)
+        e->ldb == ldb && e->ldc == ldc && e->bias == bias && e->acc == acc)
       return e;
   }
   if (!g_eng) {
@@ -222,7 +222,7 @@ static prim_entry *get_prim(int ta, int tb, int m, int n, int k, int lda, int ld
   prim_entry *e = &g_cache[g_ncache];
   memset(e, 0, sizeof *e);
   e->m = m; e->n = n; e->k = k; e->ta = ta; e->tb = tb;
-  e->lda = lda; e->ldb = ldb; e->ldc = ldc; e->bias = bias;
+  e->lda = lda; e->ldb = ldb; e->ldc = ldc; e->bias = bias; e->acc = acc;
   dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
   dnnl_dims_t ad = {m, k}, as = {ta ? 1 : lda, ta ? lda : 1};
   dnnl_dims_t bd = {k, n}, bs = {tb ? 1 : ldb, tb ? ldb : 1};
@@ -235,14 +235,24 @@ static prim_entry *get_prim(int ta, int tb, int m, int n, int k, int lda, int ld
   dnnl_matmul_desc_t md;
   dnnl_check(dnnl_matmul_desc_init(&md, &a_md, &b_md, bias ? &bias_md : NULL, &c_md),
              "matmul desc");
+  dnnl_primitive_attr_t attr = NULL;
+  if (acc) { /* C += A B: sum post-op */
+    dnnl_post_ops_t po;
+    dnnl_check(dnnl_primitive_attr_create(&attr), "attr");
+    dnnl_check(dnnl_post_ops_create(&po), "post ops");
+    dnnl_check(dnnl_post_ops_append_sum(po, 1.0f), "sum post-op");
+    dnnl_check(dnnl_primitive_attr_set_post_ops(attr, po), "set post ops");
+    dnnl_post_ops_destroy(po);
+  }
   dnnl_primitive_desc_t pd;
-  dnnl_check(dnnl_primitive_desc_create(&pd, &md, NULL, g_eng, NULL), "matmul primitive desc");
+  dnnl_check(dnnl_primitive_desc_create(&pd, &md, attr, g_eng, NULL), "matmul primitive desc");
+  if (attr) dnnl_primitive_attr_destroy(attr);
   dnnl_check(dnnl_primitive_create(&e->prim, pd), "matmul primitive");
   if (getenv("NGT_ENGINE_VERBOSE")) {
     const char *impl = NULL;
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-    fprintf(stderr, "engine: matmul m=%d n=%d k=%d ta=%d tb=%d bias=%d: %s\n", m, n, k, ta, tb,
-            bias, impl ? impl : "?");
+    fprintf(stderr, "engine: matmul m=%d n=%d k=%d ta=%d tb=%d bias=%d acc=%d ldc=%d: %s\n", m,
+            n, k, ta, tb, bias, acc, ldc, impl ? impl : "?");
   }
   dnnl_primitive_desc_destroy(pd);
   dnnl_check(dnnl_memory_create(&e->src, &a_md, g_eng, DNNL_MEMORY_NONE), "memory");
@@ -264,14 +274,24 @@ int ngt_engine_num_primitives(void) {
 
 void ngt_gemm_bf16(int ta, int tb, int m, int n, int k, const uint16_t *A, int lda,
                    const uint16_t *B, int ldb, const float *bias, float *C, int ldc) {
+  ngt_gemm_bf16_beta(ta, tb, m, n, k, A, lda, B, ldb, bias, 0.0f, C, ldc);
+}
+
+void ngt_gemm_bf16_beta(int ta, int tb, int m, int n, int k, const uint16_t *A, int lda,
+                        const uint16_t *B, int ldb, const float *bias, float beta, float *C,
+                        int ldc) {
+  NGT_ASSERT(beta == 0.0f || beta == 1.0f);
 #ifdef NGT_HAVE_DNNL
   if (m == 0 || n == 0) return;
   if (k == 0) {
     for (int i = 0; i < m; i++)
-      for (int j = 0; j < n; j++) C[(size_t)i * (size_t)ldc + (size_t)j] = bias ? bias[j] : 0.0f;
+      for (int j = 0; j < n; j++)
+        C[(size_t)i * (size_t)ldc + (size_t)j] =
+            (beta != 0.0f ? C[(size_t)i * (size_t)ldc + (size_t)j] : 0.0f) + (bias ? bias[j] : 0.0f);
     return;
   }
-  prim_entry *e = get_prim(ta ? 1 : 0, tb ? 1 : 0, m, n, k, lda, ldb, ldc, bias != NULL);
+  prim_entry *e = get_prim(ta ? 1 : 0, tb ? 1 : 0, m, n, k, lda, ldb, ldc, bias != NULL,
+                           beta != 0.0f);
   dnnl_memory_set_data_handle(e->src, (void *)A);
   dnnl_memory_set_data_handle(e->wei, (void *)B);
   dnnl_memory_set_data_handle(e->dst, C);
@@ -282,7 +302,7 @@ void ngt_gemm_bf16(int ta, int tb, int m, int n, int k, const uint16_t *A, int l
   dnnl_check(dnnl_stream_wait(g_stream), "stream wait");
 #else
   (void)ta; (void)tb; (void)m; (void)n; (void)k; (void)A; (void)lda; (void)B; (void)ldb;
-  (void)bias; (void)C; (void)ldc;
+  (void)bias; (void)C; (void)ldc; (void)beta;
   ngt_die("bf16 GEMM requested but this build has no oneDNN");
 #endif
 }

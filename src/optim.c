@@ -116,11 +116,13 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
              cp->layer + 1, L->I, L->O, L->I + 1);
     int rc = ngt_ngrad_opts_check(&gi, L->I + 1, what, err);
     if (!rc) rc = ngt_ngrad_init(&L->in, L->I + 1, &gi, err);
+    L->in.bf16 = ngt_engine_precision() == NGT_PREC_BF16;
     if (!rc) {
       snprintf(what, sizeof what, "layer %d (affine %d->%d) output side (dim %d)", cp->layer + 1,
                L->I, L->O, L->O);
       rc = ngt_ngrad_opts_check(&go, L->O, what, err);
       if (!rc) rc = ngt_ngrad_init(&L->out, L->O, &go, err);
+      L->out.bf16 = ngt_engine_precision() == NGT_PREC_BF16;
     }
     if (rc) {
       ngt_optim_free(opt);

@@ -10,6 +10,11 @@
  * Exact properties: the same bf16 step twice from the same state is bit-identical
  * (resume within a precision), and stepping creates no primitives after the first step.
  * A model trained in bf16 evaluates in fp32 (and vice versa) to within 0.02 per frame.
+ * The NG preconditioner in bf16 mode (bf16 GEMMs on the calls that do not update the
+ * Fisher estimate): its state stays identical to fp32's (updates are fp32 on the same
+ * inputs), each X^ has cosine >= 0.999 with fp32's and differs from it by <= 2^-6 ||X||_F
+ * (bf16 rounding of X, H and W, ~3u ||X||; relative to ||X^|| the error is larger where NG
+ * cancels strong directions), gamma within 2%, and X^ . X > 0 (a descent direction, §6).
  * Where bf16 cannot run (no oneDNN in the build, or no avx512_bf16/amx on the CPU) the
  * bf16 tests print "SKIPPED: <why>" and pass; the fp32 checks still run.
  */
@@ -20,6 +25,7 @@
 #include <string.h>
 
 #include "ngtrain/engine.h"
+#include "ngtrain/ngrad.h"
 #include "ngtrain/nnet.h"
 #include "ngtrain/optim.h"
 #include "ngtrain/rng.h"
@@ -271,6 +277,58 @@ START_TEST(test_cross_precision_eval) {
 }
 END_TEST
 
+START_TEST(test_ngrad_bf16_matches_fp32) {
+  if (!bf16_or_skip("test_ngrad_bf16_matches_fp32")) return;
+  const int N = 128, D = 300;
+  ngt_ngrad_opts o = ngt_ngrad_opts_default();
+  o.rank = 20;
+  ngt_err e = {0};
+  ngt_ngrad a, b;
+  ck_assert_int_eq(ngt_ngrad_init(&a, D, &o, &e), 0);
+  ck_assert_int_eq(ngt_ngrad_init(&b, D, &o, &e), 0);
+  b.bf16 = 1;
+  ngt_mat X = ngt_mat_alloc(N, D), Y = ngt_mat_alloc(N, D), Z = ngt_mat_alloc(N, D);
+  float *basis = malloc(sizeof(float) * 8 * D), coef[8];
+  fill_normal(basis, (size_t)8 * D, 41, 1.0);
+  int compared = 0;
+  for (int t = 0; t < 40; t++) {
+    /* a few strong directions plus isotropic noise: what NG is for */
+    fill_normal(X.data, (size_t)N * D, 100 + (uint64_t)t, 0.3);
+    for (int n = 0; n < N; n++) {
+      fill_normal(coef, 8, 1000 + (uint64_t)(t * N + n), 3.0);
+      for (int k = 0; k < 8; k++)
+        for (int j = 0; j < D; j++) NGT_AT(X, n, j) += coef[k] * basis[k * D + j];
+    }
+    ngt_mat_copy(Y, X);
+    ngt_mat_copy(Z, X);
+    float ga = 0, gb = 0;
+    ngt_ngrad_precondition(&a, Y, &ga);
+    ngt_ngrad_precondition(&b, Z, &gb);
+    ck_assert(memcmp(a.W, b.W, sizeof(float) * (size_t)a.R * D) == 0);
+    ck_assert(a.rho == b.rho);
+    double yz = 0, yy = 0, zz = 0, dd = 0, zx = 0, xx = 0;
+    for (size_t i = 0; i < (size_t)N * D; i++) {
+      yz += (double)Y.data[i] * Z.data[i];
+      yy += (double)Y.data[i] * Y.data[i];
+      zz += (double)Z.data[i] * Z.data[i];
+      dd += ((double)Y.data[i] - Z.data[i]) * ((double)Y.data[i] - Z.data[i]);
+      zx += (double)Z.data[i] * X.data[i];
+      xx += (double)X.data[i] * X.data[i];
+    }
+    ck_assert_msg(yz / sqrt(yy * zz) >= 0.999, "call %d: cosine %g", t, yz / sqrt(yy * zz));
+    ck_assert_msg(sqrt(dd / xx) <= 0x1.0p-6, "call %d: difference %g of ||X||", t, sqrt(dd / xx));
+    ck_assert_msg(fabsf(ga - gb) <= 0.02f * ga, "call %d: gamma %g vs %g", t, ga, gb);
+    ck_assert(zx > 0);
+    compared += dd > 0; /* the bf16 path ran (non-update calls differ in rounding) */
+  }
+  ck_assert_int_gt(compared, 0);
+  free(basis);
+  ngt_mat_free(&X); ngt_mat_free(&Y); ngt_mat_free(&Z);
+  ngt_ngrad_deinit(&a);
+  ngt_ngrad_deinit(&b);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("engine");
   TCase *tc = tcase_create("core");
@@ -281,6 +339,7 @@ int main(void) {
   tcase_add_test(tc, test_network_bf16_close_to_fp32);
   tcase_add_test(tc, test_bf16_deterministic_and_cached);
   tcase_add_test(tc, test_cross_precision_eval);
+  tcase_add_test(tc, test_ngrad_bf16_matches_fp32);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

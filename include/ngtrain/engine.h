@@ -82,6 +82,10 @@ static inline float ngt_bf16_round(float x) {
  * use and cached. */
 void ngt_gemm_bf16(int ta, int tb, int m, int n, int k, const uint16_t *A, int lda,
                    const uint16_t *B, int ldb, const float *bias, float *C, int ldc);
+/* The same with beta: C = op(A) op(B) + beta C for beta 0 or 1 (1: oneDNN sum post-op). */
+void ngt_gemm_bf16_beta(int ta, int tb, int m, int n, int k, const uint16_t *A, int lda,
+                        const uint16_t *B, int ldb, const float *bias, float beta, float *C,
+                        int ldc);
 /* Number of cached primitives (tests: no per-step creation). */
 int ngt_engine_num_primitives(void);
 
