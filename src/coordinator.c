@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ngtrain/comm.h"
+#include "ngtrain/engine.h"
 #include "ngtrain/fileio.h"
 #include "ngtrain/hash.h"
 #include "ngtrain/lda.h"
@@ -313,6 +314,9 @@ void ngt_coord_print_startup(const ngt_train_ctx *c) {
           : c->ch.precond == NGT_PRECOND_SIMPLE ? "simple NG-SGD" : "online NG-SGD",
           (double)o->max_param_change, c->ch.averaging == NGT_AVERAGING_BMUF ? "BMUF" : "model average",
           ngt_blas_corename(), ngt_blas_get_threads(), ngt_hdf5_locking());
+  char eng[512];
+  ngt_engine_describe(eng, sizeof eng);
+  NGT_LOG(NGT_INFO, "compute: %s", eng);
 }
 
 void ngt_coord_load_frames(ngt_train_ctx *c) {

@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ngtrain/engine.h"
 #include "ngtrain/rng.h"
 
 /* Kaldi constants (docs/algorithm.md §2.7). */
@@ -64,6 +65,9 @@
 typedef struct ngrad_ws {
   int cap_N;      /* rows H can hold */
   float *H;       /* (cap_N, R) H_t = X_t W_t^T (eqn:HJKL) */
+  uint16_t *Xb;   /* (cap_N, D) bf16 X (bf16 mode only) */
+  uint16_t *Hb;   /* (cap_N, R) bf16 -H */
+  uint16_t *Wb;   /* (R, D) bf16 W */
   float *J;       /* (R, D) J_t = H_t^T X_t, then B_t in place (eqn:B) */
   float *W1;      /* (R, D) W_{t+1}; swapped with p->W when the update commits */
   float *K;       /* (R, R) K_t = J J^T, upper triangle (ssyrk); also self-test scratch */
@@ -187,6 +191,14 @@ static void ws_reserve(ngt_ngrad *p, int N) {
   if (N <= ws->cap_N) return;
   free(ws->H);
   ws->H = ngt_xmalloc(sizeof(float) * (size_t)N * (size_t)p->R);
+  if (p->bf16) {
+    free(ws->Xb);
+    free(ws->Hb);
+    free(ws->Wb);
+    ws->Xb = ngt_xmalloc(sizeof(uint16_t) * (size_t)N * (size_t)p->D);
+    ws->Hb = ngt_xmalloc(sizeof(uint16_t) * (size_t)N * (size_t)p->R);
+    ws->Wb = ngt_xmalloc(sizeof(uint16_t) * (size_t)p->R * (size_t)p->D);
+  }
   ws->cap_N = N;
 }
 
@@ -423,6 +435,17 @@ static void ngrad_step(ngt_ngrad *p, ngt_mat X, double trXX, int updating, int w
   int N = X.rows, R = p->R, D = p->D;
   ngt_mat W = ngt_mat_view(p->W, R, D, D);
   ngt_mat H = ngt_mat_view(ws->H, N, R, R);
+  if (p->bf16 && !updating) {
+    /* bf16 operands, fp32 accumulation: H = X W^T, then X += (-H) W. */
+    ngt_bf16_from_f32(ws->Xb, D, X.data, X.stride, N, D, 1.0f);
+    ngt_bf16_from_f32(ws->Wb, D, p->W, D, R, D, 1.0f);
+    ngt_gemm_bf16(0, 1, N, R, D, ws->Xb, D, ws->Wb, D, NULL, ws->H, R);
+    if (write_xhat) {
+      ngt_bf16_from_f32(ws->Hb, R, ws->H, R, N, R, -1.0f);
+      ngt_gemm_bf16_beta(0, 0, N, D, R, ws->Hb, R, ws->Wb, D, NULL, 1.0f, X.data, X.stride);
+    }
+    return;
+  }
   ngt_gemm(0, 1, 1.0f, X, W, 0.0f, H); /* H = X W^T (N x R) (eqn:HJKL) */
   if (!updating) {
     if (write_xhat) ngt_gemm(0, 0, -1.0f, H, W, 1.0f, X); /* X^ = X - H W (eqn:Xhat) */
@@ -480,6 +503,9 @@ void ngt_ngrad_deinit(ngt_ngrad *p) {
   ngrad_ws *ws = p->ws;
   if (ws) {
     free(ws->H);
+    free(ws->Xb);
+    free(ws->Hb);
+    free(ws->Wb);
     free(ws->J);
     free(ws->W1);
     free(ws->K);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ngtrain/comm.h"
+#include "ngtrain/engine.h"
 #include "ngtrain/log.h"
 #include "ngtrain/mat.h"
 #include "ngtrain/opts.h"
@@ -26,6 +27,7 @@ static const ngt_tool tool = {
 int main(int argc, char **argv) {
   ngt_train_opts o = ngt_train_opts_default();
   int threads = 1, verbose = 0;
+  const char *precision = "auto";
   ngt_opt table[] = {
       {"config", NGT_OPT_STRING, &o.config, "network config file (see data/nnet-small.cfg)", 0},
       {"train", NGT_OPT_STRING, &o.train, "training shards: a file or a quoted glob", 0},
@@ -65,7 +67,8 @@ int main(int argc, char **argv) {
       {"block-momentum", NGT_OPT_DOUBLE, &o.block_momentum, "BMUF block momentum (<0: 1-1/num-jobs-final)", 0},
       {"block-lr", NGT_OPT_DOUBLE, &o.block_lr, "BMUF block learning rate", 0},
       {"max-retries", NGT_OPT_INT, &o.max_retries, "retries of an iteration in which every job diverged", 0},
-      {"num-threads", NGT_OPT_INT, &threads, "BLAS threads per rank", 0},
+      {"num-threads", NGT_OPT_INT, &threads, "cores per rank for all its work (GEMMs, elementwise, NG)", 0},
+      {"precision", NGT_OPT_STRING, &precision, "GEMM precision: auto (bf16 where the CPU has native bf16), fp32 or bf16", 0},
       {"progress", NGT_OPT_INT, &o.progress, "progress line: -1 auto (terminal), 0 off, 1 on", 0},
       {"verbose", NGT_OPT_INT, &verbose, "log verbosity (Kaldi --verbose): 0, 1, 2", 0},
       {"stop-after", NGT_OPT_INT, &o.stop_after, "stop after this many iterations (testing resume)", 0},
@@ -83,7 +86,10 @@ int main(int argc, char **argv) {
   if (threads < 1) ngt_comm_fail_all("--num-threads must be >= 1");
   if (verbose < 0 || verbose > 3) ngt_comm_fail_all("--verbose must be 0..3");
   ngt_log_set_level(NGT_INFO + verbose);
-  ngt_blas_set_threads(threads);
+  int prec = NGT_PREC_AUTO;
+  ngt_err err = {0};
+  if (ngt_precision_parse(precision, &prec, &err) || ngt_engine_setup(prec, threads, &err))
+    ngt_comm_fail_all(err.msg);
   if (ngt_comm_rank() == 0 && verbose >= 1) {
     printf("resolved options:\n");
     ngt_opts_print_values(table, stdout);

@@ -35,8 +35,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ngtrain/engine.h"
 #include "ngtrain/fileio.h"
 #include "ngtrain/rng.h"
+
+/* Row loops of the elementwise passes run on the engine's OpenMP threads (--num-threads). */
+#ifdef _OPENMP
+#define OMP_ROWS _Pragma("omp parallel for schedule(static)")
+#else
+#define OMP_ROWS
+#endif
 
 #define NGT_NNET_MAX_DIM 1000000  /* any single dimension */
 #define NGT_NNET_MAX_CONTEXT 1000 /* L and R */
@@ -703,6 +711,33 @@ ngt_nnet_ws *ngt_nnet_ws_new(const ngt_nnet *net, int max_rows) {
     ws->deriv[c] = ngt_mat_view(p, max_rows, O, O);
     p += round16(R * (size_t)O);
   }
+  ws->precision = ngt_engine_precision();
+  if (ws->precision == NGT_PREC_BF16) {
+    size_t nb = 0;
+    for (int c = 0; c < net->num_comps; c++) {
+      const ngt_comp *a = &net->comps[c];
+      if (a->type != NGT_COMP_AFFINE) continue;
+      nb += round16(R * (size_t)a->in_dim) + round16(R * (size_t)a->out_dim) +
+            round16((size_t)a->out_dim * (size_t)a->in_dim);
+    }
+    ws->bf_scratch = aligned_alloc(64, (nb ? nb : 32) * sizeof(uint16_t));
+    if (!ws->bf_scratch)
+      ngt_die("out of memory allocating the bf16 workspace (%.1f MB)", (double)nb * 2.0 / 1e6);
+    ws->in_bf = ngt_xcalloc((size_t)net->num_comps, sizeof *ws->in_bf);
+    ws->d_bf = ngt_xcalloc((size_t)net->num_comps, sizeof *ws->d_bf);
+    ws->w_bf = ngt_xcalloc((size_t)net->num_comps, sizeof *ws->w_bf);
+    uint16_t *q = ws->bf_scratch;
+    for (int c = 0; c < net->num_comps; c++) {
+      const ngt_comp *a = &net->comps[c];
+      if (a->type != NGT_COMP_AFFINE) continue;
+      ws->in_bf[c] = q;
+      q += round16(R * (size_t)a->in_dim);
+      ws->d_bf[c] = q;
+      q += round16(R * (size_t)a->out_dim);
+      ws->w_bf[c] = q;
+      q += round16((size_t)a->out_dim * (size_t)a->in_dim);
+    }
+  }
   return ws;
 }
 
@@ -711,6 +746,10 @@ void ngt_nnet_ws_free(ngt_nnet_ws *ws) {
   free(ws->scratch);
   free(ws->out);
   free(ws->deriv);
+  free(ws->in_bf);
+  free(ws->d_bf);
+  free(ws->w_bf);
+  free(ws->bf_scratch);
   free(ws);
 }
 
@@ -722,41 +761,102 @@ ngt_mat ngt_nnet_ws_input(const ngt_nnet_ws *ws, int c) {
 /* ------------------------------------------------------------------------------------ */
 /* Components: forward and backward side by side                                          */
 
-/* Affine: out = in W^T + b.  in (N, I), W (O, I), out (N, O). */
-static void affine_forward(const ngt_nnet *net, int c, ngt_mat in, ngt_mat out) {
+/* Affine: out = in W^T + b.  in (N, I), W (O, I), out (N, O).
+ * bf16: W and in are rounded to bf16 (ws->w_bf, ws->in_bf), the bias is added by the
+ * matmul primitive in fp32. */
+static void affine_forward(const ngt_nnet *net, ngt_nnet_ws *ws, int c, ngt_mat in, ngt_mat out,
+                           int in_bf_ready) {
   ngt_mat W = ngt_nnet_W(net, NULL, c);
   const float *b = ngt_nnet_b(net, NULL, c);
+  if (ws->precision == NGT_PREC_BF16) {
+    int N = in.rows, I = in.cols, O = out.cols;
+    ngt_bf16_from_f32(ws->w_bf[c], I, W.data, W.stride, O, I, 1.0f);
+    if (!in_bf_ready) ngt_bf16_from_f32(ws->in_bf[c], I, in.data, in.stride, N, I, 1.0f);
+    ngt_gemm_bf16(0, 1, N, O, I, ws->in_bf[c], I, ws->w_bf[c], I, b, out.data, out.stride);
+    return;
+  }
   ngt_gemm(0, 1, 1.0f, in, W, 0.0f, out);
+  OMP_ROWS
   for (int n = 0; n < out.rows; n++) {
     float *y = &NGT_AT(out, n, 0);
     for (int j = 0; j < out.cols; j++) y[j] += b[j];
   }
 }
 /* d_in (N, I) = d_out (N, O) W (O, I). */
-static void affine_backward(const ngt_nnet *net, int c, ngt_mat d_out, ngt_mat d_in) {
+static void affine_backward(const ngt_nnet *net, ngt_nnet_ws *ws, int c, ngt_mat d_out,
+                            ngt_mat d_in) {
+  if (ws->precision == NGT_PREC_BF16) {
+    int N = d_out.rows, O = d_out.cols, I = d_in.cols;
+    (void)d_out; /* ws->d_bf[c] was written by the component above (ngt_nnet_backward) */
+    ngt_gemm_bf16(0, 0, N, I, O, ws->d_bf[c], O, ws->w_bf[c], I, NULL, d_in.data, d_in.stride);
+    return;
+  }
   ngt_gemm(0, 0, 1.0f, d_out, ngt_nnet_W(net, NULL, c), 0.0f, d_in);
 }
 
 /* ReLU: y = max(0, x); NaN propagates (so a broken model is seen, not hidden). */
 static void relu_forward(ngt_mat in, ngt_mat out) {
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0);
     float *y = &NGT_AT(out, n, 0);
     for (int j = 0; j < in.cols; j++) y[j] = x[j] < 0.0f ? 0.0f : x[j];
   }
 }
-/* dx = dy * [y > 0]. */
-static void relu_backward(ngt_mat out, ngt_mat d_out, ngt_mat d_in) {
-  for (int n = 0; n < out.rows; n++) {
-    const float *y = &NGT_AT(out, n, 0), *dy = &NGT_AT(d_out, n, 0);
-    float *dx = &NGT_AT(d_in, n, 0);
-    for (int j = 0; j < out.cols; j++) dx[j] = y[j] > 0.0f ? dy[j] : 0.0f;
+/* Row kernels of the elementwise passes. Each has a portable body (static inline) and,
+ * for CPUs with AVX-512 BF16 (where the bf16 engine runs), the same body compiled for
+ * AVX-512 that also writes the bf16 copy of its output row while the row is in cache
+ * (the operand of the next GEMM). bf == NULL: no bf16 copy. */
+#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,prefer-vector-width=512")))
+#define ROW_KERNEL(name, params, args)                                  \
+  AVX512_BF16 static void name##_avx512 params { name##_body args; }   \
+  static void name params {                                             \
+    if (ngt_cpu_avx512bf16()) name##_avx512 args; else name##_body args; \
   }
+
+/* exp for the log-softmax passes, vectorisable (Cephes expf: n = round(x log2 e),
+ * r = x - n ln 2 in two parts, degree-6 polynomial; about 1 ulp). x is clamped to
+ * [-87, 88] and is exactly 0 below -87 (the log-prob floor -1e30 gives p = 0, as expf);
+ * exp(0) = 1 exactly; NaN stays NaN. */
+static inline float vexpf(float x0) {
+  float x = x0 < -87.0f ? -87.0f : x0;
+  x = x > 88.0f ? 88.0f : x;
+  float t = x * 1.44269504088896341f;
+  float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest (|t| < 2^22) */
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  float e = p * r * r + r + 1.0f;
+  float nn = n == n ? n : 0.0f; /* NaN: e is NaN already */
+  union { uint32_t u; float f; } sc;
+  sc.u = ((uint32_t)(int32_t)nn + 127u) << 23;
+  return x0 < -87.0f ? 0.0f : e * sc.f;
+}
+
+/* dx = dy * [y > 0]. */
+static inline void relu_bwd_row_body(const float *y, const float *dy, float *dx, uint16_t *bf,
+                                     int n) {
+  for (int j = 0; j < n; j++) dx[j] = y[j] > 0.0f ? dy[j] : 0.0f;
+  if (bf) ngt_bf16_row_avx512(bf, dx, n, 1.0f);
+}
+ROW_KERNEL(relu_bwd_row, (const float *y, const float *dy, float *dx, uint16_t *bf, int n),
+           (y, dy, dx, bf, n))
+static void relu_backward(ngt_mat out, ngt_mat d_out, ngt_mat d_in, uint16_t *bf) {
+  OMP_ROWS
+  for (int n = 0; n < out.rows; n++)
+    relu_bwd_row(&NGT_AT(out, n, 0), &NGT_AT(d_out, n, 0), &NGT_AT(d_in, n, 0),
+                 bf ? bf + (size_t)n * (size_t)out.cols : NULL, out.cols);
 }
 
 /* p-norm, p = 2 (docs/algorithm.md §4.7): y_k = sqrt(sum_{i in group k} x_i^2),
  * group k = inputs [k G, (k+1) G).  in (N, K G), out (N, K). */
 static void pnorm_forward(int G, ngt_mat in, ngt_mat out) {
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0);
     float *y = &NGT_AT(out, n, 0);
@@ -770,6 +870,7 @@ static void pnorm_forward(int G, ngt_mat in, ngt_mat out) {
 }
 /* dx_i = dy_k x_i / y_k (0 where y_k == 0). */
 static void pnorm_backward(int G, ngt_mat in, ngt_mat out, ngt_mat d_out, ngt_mat d_in) {
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0), *y = &NGT_AT(out, n, 0), *dy = &NGT_AT(d_out, n, 0);
     float *dx = &NGT_AT(d_in, n, 0);
@@ -798,19 +899,24 @@ static double sumsq8(const float *a, int D) { return dot8(a, a, D); }
 
 /* Normalize (Kaldi NormalizeComponent, target RMS 1, docs/algorithm.md §4.7):
  * y = x f, f = 1/sqrt(max(2^-66, x^T x / D)).  in, out (N, D). */
-static void normalize_forward(ngt_mat in, ngt_mat out) {
+static inline void normalize_fwd_row_body(const float *x, float *y, uint16_t *bf, int D) {
+  double m = sumsq8(x, D) / D;
+  float f = (float)(1.0 / sqrt(m > NGT_NORM_FLOOR ? m : NGT_NORM_FLOOR));
+  for (int j = 0; j < D; j++) y[j] = x[j] * f;
+  if (bf) ngt_bf16_row_avx512(bf, y, D, 1.0f);
+}
+ROW_KERNEL(normalize_fwd_row, (const float *x, float *y, uint16_t *bf, int D), (x, y, bf, D))
+static void normalize_forward(ngt_mat in, ngt_mat out, uint16_t *bf) {
   int D = in.cols;
-  for (int n = 0; n < in.rows; n++) {
-    const float *x = &NGT_AT(in, n, 0);
-    float *y = &NGT_AT(out, n, 0);
-    double m = sumsq8(x, D) / D;
-    float f = (float)(1.0 / sqrt(m > NGT_NORM_FLOOR ? m : NGT_NORM_FLOOR));
-    for (int j = 0; j < D; j++) y[j] = x[j] * f;
-  }
+  OMP_ROWS
+  for (int n = 0; n < in.rows; n++)
+    normalize_fwd_row(&NGT_AT(in, n, 0), &NGT_AT(out, n, 0),
+                      bf ? bf + (size_t)n * (size_t)D : NULL, D);
 }
 /* dx = f dy - (f^3 / D) (dy^T x) x, or f dy when floored (§4.7). */
 static void normalize_backward(ngt_mat in, ngt_mat d_out, ngt_mat d_in) {
   int D = in.cols;
+  OMP_ROWS
   for (int n = 0; n < in.rows; n++) {
     const float *x = &NGT_AT(in, n, 0), *dy = &NGT_AT(d_out, n, 0);
     float *dx = &NGT_AT(d_in, n, 0);
@@ -830,37 +936,66 @@ static void normalize_backward(ngt_mat in, ngt_mat d_out, ngt_mat d_in) {
 /* Log-softmax, numerically stable: y_j = x_j - max - log(sum_k exp(x_k - max)), clamped
  * below at -1e30 so an impossible class gives a huge finite loss, never -inf (a NaN
  * input still gives NaN, so broken models are seen).  in, out (N, C). */
-static void logsoftmax_forward(ngt_mat in, ngt_mat out) {
-  int C = in.cols;
-  for (int n = 0; n < in.rows; n++) {
-    const float *x = &NGT_AT(in, n, 0);
-    float *y = &NGT_AT(out, n, 0);
-    float mx = x[0];
-    for (int j = 1; j < C; j++) mx = x[j] > mx ? x[j] : mx;
-    double s = 0.0;
-    for (int j = 0; j < C; j++) {
-      float d = x[j] - mx;
-      y[j] = d;
-      s += (double)expf(d);
+/* Sums in 16 float lanes, combined in double. */
+#define LANES 16
+static inline void lsm_fwd_row_body(const float *x, float *y, int C) {
+  float mx = x[0];
+  {
+    float m[LANES];
+    for (int k = 0; k < LANES; k++) m[k] = x[0];
+    int j = 0;
+    for (; j + LANES <= C; j += LANES)
+      for (int k = 0; k < LANES; k++) m[k] = x[j + k] > m[k] ? x[j + k] : m[k];
+    for (; j < C; j++) mx = x[j] > mx ? x[j] : mx;
+    for (int k = 0; k < LANES; k++) mx = m[k] > mx ? m[k] : mx;
+  }
+  float acc[LANES] = {0};
+  int j = 0;
+  for (; j + LANES <= C; j += LANES)
+    for (int k = 0; k < LANES; k++) {
+      float d = x[j + k] - mx;
+      y[j + k] = d;
+      acc[k] += vexpf(d);
     }
-    float lse = (float)log(s);
-    for (int j = 0; j < C; j++) {
-      float v = y[j] - lse;
-      y[j] = v < NGT_LOGPROB_FLOOR ? NGT_LOGPROB_FLOOR : v;
-    }
+  double s = 0.0;
+  for (; j < C; j++) {
+    float d = x[j] - mx;
+    y[j] = d;
+    s += (double)vexpf(d);
+  }
+  for (int k = 0; k < LANES; k++) s += acc[k];
+  float lse = (float)log(s);
+  for (j = 0; j < C; j++) {
+    float v = y[j] - lse;
+    y[j] = v < NGT_LOGPROB_FLOOR ? NGT_LOGPROB_FLOOR : v;
   }
 }
+ROW_KERNEL(lsm_fwd_row, (const float *x, float *y, int C), (x, y, C))
+static void logsoftmax_forward(ngt_mat in, ngt_mat out) {
+  OMP_ROWS
+  for (int n = 0; n < in.rows; n++) lsm_fwd_row(&NGT_AT(in, n, 0), &NGT_AT(out, n, 0), in.cols);
+}
 /* dx_j = dy_j - p_j sum_k dy_k with p = exp(y). */
-static void logsoftmax_backward(ngt_mat out, ngt_mat d_out, ngt_mat d_in) {
-  int C = out.cols;
-  for (int n = 0; n < out.rows; n++) {
-    const float *y = &NGT_AT(out, n, 0), *dy = &NGT_AT(d_out, n, 0);
-    float *dx = &NGT_AT(d_in, n, 0);
-    double s = 0.0;
-    for (int j = 0; j < C; j++) s += dy[j];
-    float sf = (float)s;
-    for (int j = 0; j < C; j++) dx[j] = dy[j] - expf(y[j]) * sf;
-  }
+static inline void lsm_bwd_row_body(const float *y, const float *dy, float *dx, uint16_t *bf,
+                                    int C) {
+  float acc[LANES] = {0};
+  double s = 0.0;
+  int j = 0;
+  for (; j + LANES <= C; j += LANES)
+    for (int k = 0; k < LANES; k++) acc[k] += dy[j + k];
+  for (; j < C; j++) s += dy[j];
+  for (int k = 0; k < LANES; k++) s += acc[k];
+  float sf = (float)s;
+  for (j = 0; j < C; j++) dx[j] = dy[j] - vexpf(y[j]) * sf;
+  if (bf) ngt_bf16_row_avx512(bf, dx, C, 1.0f);
+}
+ROW_KERNEL(lsm_bwd_row, (const float *y, const float *dy, float *dx, uint16_t *bf, int C),
+           (y, dy, dx, bf, C))
+static void logsoftmax_backward(ngt_mat out, ngt_mat d_out, ngt_mat d_in, uint16_t *bf) {
+  OMP_ROWS
+  for (int n = 0; n < out.rows; n++)
+    lsm_bwd_row(&NGT_AT(out, n, 0), &NGT_AT(d_out, n, 0), &NGT_AT(d_in, n, 0),
+                bf ? bf + (size_t)n * (size_t)out.cols : NULL, out.cols);
 }
 
 static void set_rows(const ngt_nnet *net, ngt_nnet_ws *ws, int N) {
@@ -886,15 +1021,24 @@ void ngt_nnet_forward(const ngt_nnet *net, ngt_nnet_ws *ws, ngt_mat X) {
   } else {
     ngt_mat_copy(ws->in, X);
   }
+  const int bf16 = ws->precision == NGT_PREC_BF16;
+  int in_bf_ready = 0; /* bf16: the previous component wrote ws->in_bf[c] */
   for (int c = 0; c < net->num_comps; c++) {
     const ngt_comp *cp = &net->comps[c];
     ngt_mat in = ngt_nnet_ws_input(ws, c), out = ws->out[c];
     NGT_ASSERT(in.cols == cp->in_dim && out.cols == cp->out_dim);
+    uint16_t *next_bf = bf16 && c + 1 < net->num_comps &&
+                        net->comps[c + 1].type == NGT_COMP_AFFINE ? ws->in_bf[c + 1] : NULL;
+    int ready = in_bf_ready;
+    in_bf_ready = 0;
     switch (cp->type) {
-      case NGT_COMP_AFFINE: affine_forward(net, c, in, out); break;
+      case NGT_COMP_AFFINE: affine_forward(net, ws, c, in, out, ready); break;
       case NGT_COMP_RELU: relu_forward(in, out); break;
       case NGT_COMP_PNORM: pnorm_forward(cp->group, in, out); break;
-      case NGT_COMP_NORMALIZE: normalize_forward(in, out); break;
+      case NGT_COMP_NORMALIZE:
+        normalize_forward(in, out, next_bf);
+        in_bf_ready = next_bf != NULL;
+        break;
       case NGT_COMP_LOGSOFTMAX: logsoftmax_forward(in, out); break;
       default: NGT_ASSERT(!"unknown component type");
     }
@@ -934,14 +1078,20 @@ void ngt_nnet_backward(const ngt_nnet *net, ngt_nnet_ws *ws, const int32_t *labe
   for (int c = last; c >= 1; c--) {
     const ngt_comp *cp = &net->comps[c];
     ngt_mat in = ws->out[c - 1], out = ws->out[c], dy = ws->deriv[c], dx = ws->deriv[c - 1];
+    uint16_t *dx_bf = ws->precision == NGT_PREC_BF16 && net->comps[c - 1].type == NGT_COMP_AFFINE
+                          ? ws->d_bf[c - 1] : NULL;
+    int fused = 0;
     switch (cp->type) {
-      case NGT_COMP_AFFINE: affine_backward(net, c, dy, dx); break;
-      case NGT_COMP_RELU: relu_backward(out, dy, dx); break;
+      case NGT_COMP_AFFINE: affine_backward(net, ws, c, dy, dx); break;
+      case NGT_COMP_RELU: relu_backward(out, dy, dx, dx_bf); fused = 1; break;
       case NGT_COMP_PNORM: pnorm_backward(cp->group, in, out, dy, dx); break;
       case NGT_COMP_NORMALIZE: normalize_backward(in, dy, dx); break;
-      case NGT_COMP_LOGSOFTMAX: logsoftmax_backward(out, dy, dx); break;
+      case NGT_COMP_LOGSOFTMAX: logsoftmax_backward(out, dy, dx, dx_bf); fused = 1; break;
       default: NGT_ASSERT(!"unknown component type");
     }
+    /* bf16: an affine component's output derivative, for its backward GEMM and the
+     * weight gradient (fused into relu and log-softmax above). */
+    if (dx_bf && !fused) ngt_bf16_from_f32(dx_bf, dx.cols, dx.data, dx.stride, N, dx.cols, 1.0f);
   }
 }
 

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ngtrain/engine.h"
+
 typedef struct ng_layer {
   int comp;            /* index into net->comps */
   int I, O;
@@ -37,6 +39,8 @@ struct ngt_optim {
   ngt_mat xt;          /* max_rows x (maxI+1): [X, 1] scratch */
   ngt_mat gt;          /* max_rows x maxO: G scratch */
   float *ones;         /* max_rows ones */
+  uint16_t *xbf, *gbf; /* bf16 workspaces: max_rows x maxI, max_rows x maxO (bf16 NG path) */
+  int maxI, maxO;
   ngt_optim_stats stats;
 };
 
@@ -112,11 +116,13 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
              cp->layer + 1, L->I, L->O, L->I + 1);
     int rc = ngt_ngrad_opts_check(&gi, L->I + 1, what, err);
     if (!rc) rc = ngt_ngrad_init(&L->in, L->I + 1, &gi, err);
+    L->in.bf16 = ngt_engine_precision() == NGT_PREC_BF16;
     if (!rc) {
       snprintf(what, sizeof what, "layer %d (affine %d->%d) output side (dim %d)", cp->layer + 1,
                L->I, L->O, L->O);
       rc = ngt_ngrad_opts_check(&go, L->O, what, err);
       if (!rc) rc = ngt_ngrad_init(&L->out, L->O, &go, err);
+      L->out.bf16 = ngt_engine_precision() == NGT_PREC_BF16;
     }
     if (rc) {
       ngt_optim_free(opt);
@@ -128,6 +134,8 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
   opt->gt = ngt_mat_alloc(max_rows, maxO);
   opt->ones = ngt_xmalloc(sizeof(float) * (size_t)max_rows);
   for (int i = 0; i < max_rows; i++) opt->ones[i] = 1.0f;
+  opt->maxI = maxI;
+  opt->maxO = maxO;
   *out = opt;
   return 0;
 }
@@ -144,6 +152,8 @@ void ngt_optim_free(ngt_optim *opt) {
   ngt_mat_free(&opt->xt);
   ngt_mat_free(&opt->gt);
   free(opt->ones);
+  free(opt->xbf);
+  free(opt->gbf);
   free(opt);
 }
 
@@ -166,8 +176,13 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, cons
   ngt_mat G = ws->deriv[L->comp];                /* N x O */
   ngt_mat dW = ngt_mat_view(opt->delta + cp->w_off, O, I, I); /* O x I */
   float *db = opt->delta + cp->b_off;                         /* O */
+  const int bf16 = ws->precision == NGT_PREC_BF16;
   if (L->precond == NGT_PRECOND_NONE) {
-    ngt_gemm(1, 0, 1.0f, G, X, 0.0f, dW);
+    /* bf16: the copies forward and backward made of X and G. */
+    if (bf16)
+      ngt_gemm_bf16(1, 0, O, I, N, ws->d_bf[L->comp], O, ws->in_bf[L->comp], I, NULL, dW.data, I);
+    else
+      ngt_gemm(1, 0, 1.0f, G, X, 0.0f, dW);
     cblas_sgemv(CblasRowMajor, CblasTrans, N, O, 1.0f, G.data, G.stride, opt->ones, 1, 0.0f, db, 1);
   } else {
     ngt_mat Xt = ngt_mat_view(opt->xt.data, N, I + 1, I + 1);   /* [X, 1] */
@@ -188,7 +203,17 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, cons
         return NAN; /* refused by the caller */
     }
     float g = gin * gout;
-    ngt_gemm(1, 0, g, Gt, ngt_mat_cols(Xt, 0, I), 0.0f, dW);
+    if (bf16) { /* γ folded into the rounding of Ĝ */
+      if (!opt->xbf) {
+        opt->xbf = ngt_xmalloc(sizeof(uint16_t) * (size_t)opt->max_rows * (size_t)opt->maxI);
+        opt->gbf = ngt_xmalloc(sizeof(uint16_t) * (size_t)opt->max_rows * (size_t)opt->maxO);
+      }
+      ngt_bf16_from_f32(opt->xbf, I, Xt.data, Xt.stride, N, I, 1.0f);
+      ngt_bf16_from_f32(opt->gbf, O, Gt.data, Gt.stride, N, O, g);
+      ngt_gemm_bf16(1, 0, O, I, N, opt->gbf, O, opt->xbf, I, NULL, dW.data, I);
+    } else {
+      ngt_gemm(1, 0, g, Gt, ngt_mat_cols(Xt, 0, I), 0.0f, dW);
+    }
     cblas_sgemv(CblasRowMajor, CblasTrans, N, O, g, Gt.data, Gt.stride, &NGT_AT(Xt, 0, I),
                 I + 1, 0.0f, db, 1);
   }

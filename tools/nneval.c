@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "ngtrain/batcher.h"
+#include "ngtrain/engine.h"
 #include "ngtrain/evaluate.h"
 #include "ngtrain/log.h"
 #include "ngtrain/nnet.h"
@@ -28,10 +29,12 @@ int main(int argc, char **argv) {
   int64_t max_frames = 0;
   int mb = 512;
   uint64_t seed = 0;
+  const char *precision = "auto";
   ngt_opt table[] = {
       {"max-frames", NGT_OPT_INT64, &max_frames, "evaluate a seeded random subset of this many frames (0 = all)", 0},
       {"minibatch-size", NGT_OPT_INT, &mb, "frames per forward pass", 0},
       {"seed", NGT_OPT_UINT64, &seed, "seed of the subset", 0},
+      {"precision", NGT_OPT_STRING, &precision, "GEMM precision: auto, fp32 or bf16", 0},
       {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
@@ -39,6 +42,11 @@ int main(int argc, char **argv) {
   ngt_err err = {0};
   if (mb < 1) {
     return ngt_fail("--minibatch-size=%d must be >= 1", mb);
+  }
+  int prec = NGT_PREC_AUTO;
+  if (ngt_precision_parse(precision, &prec, &err) || ngt_engine_setup(prec, 1, &err)) {
+    fprintf(stderr, "nneval: %s\n", err.msg);
+    return 1;
   }
   ngt_nnet *net = NULL;
   if (ngt_nnet_load(pos[0], &net, &err)) {

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "ngtrain/batcher.h"
+#include "ngtrain/engine.h"
 #include "ngtrain/fileio.h"
 #include "ngtrain/h5util.h"
 #include "ngtrain/kaldi_io.h"
@@ -361,12 +362,14 @@ static int run_shards(fwd *F, const char *pattern) {
 int main(int argc, char **argv) {
   int apply_priors = 0, mb = 512;
   const char *format = "";
+  const char *precision = "fp32"; /* posteriors for decoding: exact unless asked */
   ngt_opt table[] = {
       {"apply-priors", NGT_OPT_BOOL, &apply_priors,
        "output log p(s|x) - log prior(s) (log-likelihoods for decoding); needs model priors", 0},
       {"output-format", NGT_OPT_STRING, &format,
        "ark or h5 (default: h5 if the output name ends in .h5, else ark)", 0},
       {"minibatch-size", NGT_OPT_INT, &mb, "frames per forward pass", 0},
+      {"precision", NGT_OPT_STRING, &precision, "GEMM precision: fp32, bf16 or auto (bf16 where the CPU has it)", 0},
       {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
@@ -374,6 +377,11 @@ int main(int argc, char **argv) {
   if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
   const char *model = pos[0], *input = pos[1], *output = pos[2];
   if (mb < 1) { free(pos); return ngt_fail("--minibatch-size=%d must be >= 1", mb); }
+  int prec = NGT_PREC_AUTO;
+  if (ngt_precision_parse(precision, &prec, &err) || ngt_engine_setup(prec, 1, &err)) {
+    free(pos);
+    return ngt_fail("%s", err.msg);
+  }
   int want_h5;
   size_t ol = strlen(output);
   if (!strcmp(format, "h5")) want_h5 = 1;

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential pkg-config meson ninja-build
       libopenmpi-dev openmpi-bin
-      libopenblas-dev
+      libopenblas-dev libdnnl-dev
       libhdf5-dev hdf5-tools
       check
       dataset-fashion-mnist

@@ -72,6 +72,9 @@ typedef struct ngt_ngrad {
   int64_t t;         /* number of calls so far (0 = not initialised) */
   int frozen;        /* if set, no Fisher updates (except Init when t == 0) (§2.5) */
   ngt_ngrad_stats stats;
+  int bf16;          /* set by the caller (optim, bf16 engine): on calls that do not update
+                        the Fisher estimate, H = X W^T and X^ = X - H W run as bf16 GEMMs
+                        with fp32 accumulation; updates (J, K, L, W, d, rho) stay fp32. */
   void *ws;          /* private workspace, grown to the largest N seen */
 } ngt_ngrad;
 

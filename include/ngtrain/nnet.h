@@ -143,6 +143,15 @@ typedef struct ngt_nnet_ws {
   ngt_mat *out;      /* [num_comps] N x O: output of component c; out[last] = log-probs */
   ngt_mat *deriv;    /* [num_comps] N x O: d(loss)/d(out of c), filled by backward */
   float *scratch;    /* private */
+  /* Precision of the GEMMs (engine.h), fixed at creation from ngt_engine_precision().
+   * bf16 only: bf16 copies, row-major with stride = cols, of each affine component's
+   * input (filled by forward), output derivative (filled by backward) and W (refreshed
+   * by every forward: once per step). NULL entries for other components. */
+  int precision;
+  uint16_t **in_bf;  /* [num_comps] N x I */
+  uint16_t **d_bf;   /* [num_comps] N x O */
+  uint16_t **w_bf;   /* [num_comps] O x I */
+  uint16_t *bf_scratch; /* private */
 } ngt_nnet_ws;
 
 ngt_nnet_ws *ngt_nnet_ws_new(const ngt_nnet *net, int max_rows);

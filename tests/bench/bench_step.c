@@ -7,7 +7,11 @@
  *   - frames/s of each.
  * Times are this thread's CPU time (one BLAS thread), the best of the repeats for both
  * the SGEMM reference and the steps, so a busy shared machine disturbs them little.
- * Usage: bench_step [config] [repeats]   (default data/nnet-speech.cfg under NGT_SRCDIR)
+ * Precisions (engine.h): fp32 (OpenBLAS) and, where the CPU and build have it, bf16
+ * (oneDNN matmul); the GEMM reference of each is the same library on the same shapes
+ * (the roofline). With --threads T > 1 the times are wall-clock (best repeat), since
+ * thread CPU time no longer covers the work; with T = 1 they are thread CPU time.
+ * Usage: bench_step [config] [repeats] [fp32|bf16|all] [threads]
  */
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +22,7 @@
 #include <cblas.h>
 #undef I
 
+#include "ngtrain/engine.h"
 #include "ngtrain/fileio.h"
 #include "ngtrain/log.h"
 #include "ngtrain/mat.h"
@@ -36,9 +41,10 @@ static const char *speech_cfg =
 /* Seconds of CPU time of this thread: with one BLAS thread all work runs here, and time
  * the scheduler gives to other processes on a shared machine is not counted (wall-clock
  * timings there are noise). */
+static int g_wall = 0;
 static double cpu_now(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  clock_gettime(g_wall ? CLOCK_MONOTONIC : CLOCK_THREAD_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -57,8 +63,9 @@ static double step_flops(const ngt_nnet *net, int N) {
   return f;
 }
 
-/* Time the same GEMMs with plain cblas_sgemm (best of `reps`). */
-static double gemm_seconds(const ngt_nnet *net, int N, int reps) {
+/* Time the same GEMMs with plain cblas_sgemm, or oneDNN bf16 matmul in the layouts the
+ * bf16 step uses (best of `reps`). */
+static double gemm_seconds(const ngt_nnet *net, int N, int reps, int bf16) {
   int maxd = net->input_dim;
   for (int c = 0; c < net->num_comps; c++)
     if (net->comps[c].out_dim > maxd) maxd = net->comps[c].out_dim;
@@ -67,9 +74,30 @@ static double gemm_seconds(const ngt_nnet *net, int N, int reps) {
   for (size_t i = 0; i < (size_t)N * maxd; i++) A[i] = 0.01f * (float)(i % 97);
   for (size_t i = 0; i < (size_t)maxd * maxd; i++) B[i] = 0.01f * (float)(i % 89);
   double best = 1e30;
-  for (int r = 0; r < reps; r++) {
+  uint16_t *Ab = NULL, *Bb = NULL;
+  if (bf16) {
+    Ab = calloc((size_t)N * maxd, sizeof(uint16_t));
+    Bb = calloc((size_t)maxd * maxd, sizeof(uint16_t));
+    ngt_bf16_from_f32(Ab, maxd, A, maxd, N, maxd, 1.0f);
+    ngt_bf16_from_f32(Bb, maxd, B, maxd, maxd, maxd, 1.0f);
+  }
+  for (int r = 0; r < reps + 1; r++) { /* the first round creates the primitives */
     double t0 = cpu_now();
     int first = 1;
+    if (bf16) {
+      for (int c = 0; c < net->num_comps; c++) {
+        const ngt_comp *cp = &net->comps[c];
+        if (cp->type != NGT_COMP_AFFINE) continue;
+        int I = cp->in_dim, O = cp->out_dim;
+        ngt_gemm_bf16(0, 1, N, O, I, Ab, I, Bb, I, B, Cm, O);
+        ngt_gemm_bf16(1, 0, O, I, N, Ab, O, Ab, I, NULL, Cm, I);
+        if (!first) ngt_gemm_bf16(0, 0, N, I, O, Ab, O, Bb, I, NULL, Cm, I);
+        first = 0;
+      }
+      double t = cpu_now() - t0;
+      if (r > 0 && t < best) best = t;
+      continue;
+    }
     for (int c = 0; c < net->num_comps; c++) {
       const ngt_comp *cp = &net->comps[c];
       if (cp->type != NGT_COMP_AFFINE) continue;
@@ -84,9 +112,9 @@ static double gemm_seconds(const ngt_nnet *net, int N, int reps) {
       first = 0;
     }
     double t = cpu_now() - t0;
-    if (t < best) best = t;
+    if (r > 0 && t < best) best = t;
   }
-  free(A); free(B); free(Cm);
+  free(A); free(B); free(Cm); free(Ab); free(Bb);
   return best;
 }
 
@@ -112,7 +140,10 @@ static double step_seconds(const char *cfg, int N, int use_ng, int pre, int reps
     for (int j = 0; j < net->input_dim; j++) NGT_AT(X, n, j) = (float)ngt_rng_normal(&r);
   }
   double *t = malloc(sizeof(double) * (size_t)reps);
-  for (int k = -3; k < reps; k++) { /* 3 warm-up steps (NG init happens in the first) */
+  /* 12 warm-up steps: NG init happens in the first, and Kaldi's preconditioner updates its
+   * Fisher estimate on each of its first 11 calls, then every update-period (4) calls: the
+   * timed steps are the steady state of a training run. */
+  for (int k = -12; k < reps; k++) {
     double t0 = cpu_now();
     ngt_nnet_forward(net, ws, X);
     ngt_nnet_backward(net, ws, y);
@@ -128,7 +159,11 @@ static double step_seconds(const char *cfg, int N, int use_ng, int pre, int reps
 }
 
 int main(int argc, char **argv) {
-  int reps = argc > 2 ? atoi(argv[2]) : 12;
+  int reps = argc > 2 && argv[2][0] ? atoi(argv[2]) : 12;
+  const char *which = argc > 3 && argv[3][0] ? argv[3] : "all";
+  int threads = argc > 4 ? atoi(argv[4]) : 1;
+  if (threads < 1) threads = 1;
+  g_wall = threads > 1;
   if (reps < 3) reps = 3;
   const char *cfg = speech_cfg;
   char *filecfg = NULL;
@@ -137,27 +172,38 @@ int main(int argc, char **argv) {
     if (ngt_read_text_file(argv[1], &filecfg, &e)) ngt_die("%s", e.msg);
     cfg = filecfg;
   }
-  ngt_blas_set_threads(1);
-  printf("bench_step: OpenBLAS %s kernels, %d thread(s); OPENBLAS_CORETYPE=%s\n",
-         ngt_blas_corename(), ngt_blas_get_threads(),
-         getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset: auto-detected)");
+  ngt_err se = {0};
+  if (ngt_engine_setup(NGT_PREC_FP32, threads, &se)) ngt_die("%s", se.msg);
+  printf("bench_step: OpenBLAS %s kernels, %d thread(s); OPENBLAS_CORETYPE=%s; ISA %s; "
+         "times: %s\n", ngt_blas_corename(), ngt_blas_get_threads(),
+         getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset: auto-detected)",
+         ngt_engine_isa(), g_wall ? "wall clock, best repeat" : "thread CPU time, best repeat");
+  const char *why = ngt_engine_bf16_unavailable();
+  if (why && strcmp(which, "fp32")) printf("bf16: skipped (%s)\n", why);
   ngt_nnet *net = NULL;
   ngt_err e = {0};
   if (ngt_nnet_from_config(cfg, "bench", &net, &e)) ngt_die("%s", e.msg);
   printf("network: %zu parameters, input %d, %d components\n", net->num_params, net->input_dim, net->num_comps);
   const int sizes[2] = {256, 512};
+  for (int pr = NGT_PREC_FP32; pr <= NGT_PREC_BF16; pr++) {
+  if (strcmp(which, "all") && strcmp(which, ngt_precision_name(pr))) continue;
+  if (pr == NGT_PREC_BF16 && why) continue;
+  if (ngt_engine_setup(pr, threads, &se)) ngt_die("%s", se.msg);
+  const char *pn = ngt_precision_name(pr);
   for (int s = 0; s < 2; s++) {
     int N = sizes[s];
     double fl = step_flops(net, N);
-    double tg = gemm_seconds(net, N, reps);
+    double tg = gemm_seconds(net, N, reps, pr == NGT_PREC_BF16);
     double tp = step_seconds(cfg, N, 0, NGT_PRECOND_NONE, reps);
     double tn = step_seconds(cfg, N, 1, NGT_PRECOND_ONLINE, reps);
     double ts = step_seconds(cfg, N, 1, NGT_PRECOND_SIMPLE, reps < 6 ? reps : 6);
-    printf("minibatch %d: SGEMM on the step's shapes %.1f GFLOP/s\n", N, fl / tg * 1e-9);
-    printf("  plain step     %7.2f ms  %8.0f frames/s  %.1f GFLOP/s  ratio to SGEMM %.2f\n",
+    printf("%s minibatch %d: %s on the step's shapes %.1f GFLOP/s\n", pn, N,
+           pr == NGT_PREC_BF16 ? "oneDNN bf16 matmul" : "SGEMM", fl / tg * 1e-9);
+    printf("  plain step     %7.2f ms  %8.0f frames/s  %.1f GFLOP/s  ratio to GEMM %.2f\n",
            tp * 1e3, N / tp, fl / tp * 1e-9, tg / tp);
     printf("  online NG step %7.2f ms  %8.0f frames/s  NG/plain time ratio %.3f\n", tn * 1e3, N / tn, tn / tp);
     printf("  simple NG step %7.2f ms  %8.0f frames/s  simple/plain time ratio %.3f\n", ts * 1e3, N / ts, ts / tp);
+  }
   }
   ngt_nnet_free(net);
   free(filecfg);
