@@ -1,6 +1,7 @@
 /* engine.c — see include/ngtrain/engine.h. */
 #include "ngtrain/engine.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,10 +44,25 @@ int ngt_engine_have_dnnl(void) {
 #endif
 }
 
-int ngt_engine_cpu_bf16(void) {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+/* CPUID leaf 7: sub-leaf 1 EAX bit 5 = AVX512_BF16; sub-leaf 0 EDX bit 22 = AMX-BF16.
+ * Read directly (not __builtin_cpu_supports, whose feature names differ between gcc and
+ * clang); both need the AVX-512 state the OS enables, which avx512f below confirms. */
+static int cpuid_bit(unsigned sub, int reg, int bit) {
+  unsigned r[4] = {0, 0, 0, 0};
+  if (__get_cpuid_max(0, NULL) < 7) return 0;
+  __cpuid_count(7, sub, r[0], r[1], r[2], r[3]);
+  return (r[reg] >> bit) & 1u;
 }
+static int cpu_avx512bf16(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && cpuid_bit(1, 0, 5);
+}
+static int cpu_amxbf16(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && cpuid_bit(0, 3, 22);
+}
+
+int ngt_engine_cpu_bf16(void) { return cpu_avx512bf16() || cpu_amxbf16(); }
 
 const char *ngt_engine_bf16_unavailable(void) {
   if (!ngt_engine_have_dnnl())
@@ -59,8 +75,8 @@ const char *ngt_engine_bf16_unavailable(void) {
 
 const char *ngt_engine_isa(void) {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("amx-bf16")) return "amx_bf16";
-  if (__builtin_cpu_supports("avx512bf16")) return "avx512_bf16";
+  if (cpu_amxbf16()) return "amx_bf16";
+  if (cpu_avx512bf16()) return "avx512_bf16";
   if (__builtin_cpu_supports("avx512f")) return "avx512";
   if (__builtin_cpu_supports("avx2")) return "avx2";
   if (__builtin_cpu_supports("avx")) return "avx";

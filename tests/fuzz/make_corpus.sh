@@ -55,7 +55,7 @@ B=$(mktemp -d /tmp/ngt-gen.XXXXXX)
 trap 'rm -rf "$B"' EXIT
 read -r -a DEPS <<<"$(pkg-config --cflags --libs openblas hdf5)"
 gcc -std=c11 -O1 -g -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I"$S/include" \
-  "$S"/tests/fuzz/gen_seeds.c "$S"/src/{log,fileio,mat,rng,nnet,h5util,nnet_io,shard,kaldi_io}.c \
+  "$S"/tests/fuzz/gen_seeds.c "$S"/src/{log,fileio,mat,engine,rng,nnet,h5util,nnet_io,shard,kaldi_io}.c \
   "${DEPS[@]}" -lm -lpthread -o "$B/gen_seeds"
 "$B/gen_seeds" "$S" "$OUT"
 printf 'not hdf5 at all' >"$OUT/shard/not-hdf5.h5"

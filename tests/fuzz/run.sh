@@ -33,9 +33,9 @@ mkdir -p "$W"/{bin,obj,corpus,crashes,logs}
 
 # library sources each harness links (beyond its own file)
 declare -A SRCS=(
-  [nnet_config]="log fileio mat rng nnet"
+  [nnet_config]="log fileio mat engine rng nnet"
   [opts]="log opts"
-  [nnet_load]="log fileio mat rng nnet h5util nnet_io"
+  [nnet_load]="log fileio mat engine rng nnet h5util nnet_io"
   [shard]="log fileio h5util shard"
   [kaldi_io]="log fileio mat kaldi_io"
   [npy]="log npy"
