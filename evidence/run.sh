@@ -17,6 +17,8 @@
 #              max-change firing. Then the cost on the speech-sized network: averaging time as a
 #              fraction of iteration time, speed-up from 1 to 2 workers, coordinator CPU use.
 #   transform  §4.9: --input-transform=none|cmvn|lda with plain SGD and online NG-SGD.
+#   precision  bf16 against fp32 (--precision): plain SGD and online NG-SGD, 1 and 4 jobs, at the
+#              best 1-job lrates of docs/results/ng.md; validation objective per epoch, Δ bf16 - fp32.
 #   ramp       data coverage under Kaldi's job ramp: 1, 2, 4, 8 jobs, constant (initial = final
 #              = J) beside the ramp 1 -> J, plain SGD and online NG-SGD at the best 1-job lrates of
 #              docs/results/ng.md; passes over the data per shard. Writes ramp-LABEL.md, LABEL =
@@ -47,7 +49,7 @@ for a in "$@"; do
     --out=*) OUT=${a#--out=} ;;
     -h|--help) usage; exit 0 ;;
     --label=*) LABEL=${a#--label=} ;;
-    ng|parallel|transform|ramp|all) CMD=$a ;;
+    ng|parallel|transform|ramp|precision|all) CMD=$a ;;
     *) echo "evidence: unknown argument '$a' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -653,11 +655,73 @@ cmd_ramp() {
   log "ramp: $(( SECONDS - t0 )) s"
 }
 
+# ------------------------------------------------------------------ precision (bf16 vs fp32)
+cmd_precision() {
+  local t0=$SECONDS load0 f=$RES/precision.md ds m J p R lr
+  load0=$(loadavg)
+  reset_counts
+  prep_data
+  "$NGTRAIN" --help | grep -q -- '--precision' || { log "$NGTRAIN has no --precision option"; exit 1; }
+  declare -A LR=([ex-sgd]=0.002 [ex-online]=0.004 [fm-sgd]=0.001 [fm-online]=0.002)
+  local PJ=(1 4)
+  for ds in ex fm; do for m in sgd online; do for J in "${PJ[@]}"; do for p in fp32 bf16; do
+    set_ds "$ds"; set_m "$m"; lr=${LR[$ds-$m]}
+    run "prec-$ds-$m-J$J-$p" $((J + 1)) "${DA[@]}" "${MA[@]}" "${COMMON[@]}" --input-transform="${TR[$ds]}" \
+      --seed=0 --num-jobs-initial="$J" --num-jobs-final="$J" --precision="$p" \
+      --initial-effective-lrate="$lr" --final-effective-lrate="$(lr_final "$lr")" || true
+  done; done; done; done
+  {
+    echo "# bf16 against fp32: the same learning"
+    echo
+    echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
+    echo
+    machine_info
+    echo "- compute line of a bf16 run: \"$(grep -m1 -o 'compute: .*' "$OUT/runs/prec-ex-sgd-J1-bf16.log" 2>/dev/null)\""
+    echo "- load average (others' jobs share the machine): $load0 at the start, $(loadavg) at the end"
+    echo
+    echo "Setup: as docs/results/parallel.md ($EPOCHS epochs, minibatch 512, --samples-per-iter = frames/$ITERS_PER_EPOCH,"
+    echo "lda on the example data, cmvn on Fashion-MNIST, final lrate = initial/10, no final combination,"
+    echo "seed 0, \`mpirun -np J+1\` with J jobs constant), each method at its best 1-job lrate of docs/results/ng.md."
+    echo "The same command twice, --precision=fp32 and --precision=bf16 (oneDNN matmul, bf16 operands, fp32"
+    echo "accumulation; master weights, update, NG statistics and averaging in fp32). Cells: validation"
+    echo "objective / frame accuracy after each epoch; Δ = bf16 − fp32 objective after epoch $EPOCHS (goal: |Δ| ≤ 0.01)."
+    for ds in ex fm; do
+      set_ds "$ds"
+      echo
+      echo "## $DS_NAME"
+      echo
+      echo "| optimizer | jobs | precision |$(epoch_cols) Δ obj |"
+      echo "|---|---|---|$(for ((k = 1; k <= EPOCHS; k++)); do printf -- '---|'; done)---|"
+      for m in sgd online; do
+        set_m "$m"
+        for J in "${PJ[@]}"; do for p in fp32 bf16; do
+          R=prec-$ds-$m-J$J-$p
+          local cols="" k d=""
+          if ok "$R"; then
+            cols=$(py cells "$OUT/runs/$R" $(seq 1 "$EPOCHS"))
+            if [[ $p == bf16 ]] && ok "prec-$ds-$m-J$J-fp32"; then
+              d=$(awk -v a="$(py obj "$OUT/runs/$R")" -v b="$(py obj "$OUT/runs/prec-$ds-$m-J$J-fp32")" 'BEGIN{printf "%+.4f", a-b}')
+            fi
+            echo "| $M_NAME | $J | $p | $cols | $d |"
+          else
+            echo "| $M_NAME | $J | $p | failed: $(failmsg "$R") |"
+          fi
+        done; done
+      done
+    done
+    echo
+    echo "Runs: $OUT/runs/prec-<ds>-<method>-J<jobs>-<precision>{,.log}."
+  } >"$f"
+  cat "$f"
+  log "precision: $(( SECONDS - t0 )) s"
+}
+
 case $CMD in
   ng) cmd_ng ;;
   parallel) cmd_parallel ;;
   transform) cmd_transform ;;
   ramp) cmd_ramp ;;
+  precision) cmd_precision ;;
   all) T0=$SECONDS
        cmd_ng; echo; cmd_parallel; echo; cmd_transform
        log "all: $(( SECONDS - T0 )) s; results in $RES/{ng,parallel,transform}.md" ;;
