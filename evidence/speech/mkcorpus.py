@@ -24,6 +24,7 @@ import math
 import multiprocessing as mp
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -519,6 +520,8 @@ def main():
             print("  speaker %d/%d  %s  %.1f s  elapsed %.0f s  eta %.0f s"
                   % (i + 1, len(jobs), os.path.basename(path), secs, el, eta), flush=True)
     t_gen = time.time() - t0
+    ru = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu_gen = sum(r.ru_utime + r.ru_stime for r in ru)  # this process + workers + TTS/sox
 
     # labels: classes from training counts
     keys = {s: context_keys(files[s]) for s in SPLITS}
@@ -596,6 +599,9 @@ def main():
               "mean_utt_seconds": round(float(lens.mean()) / 100, 2),
               "classes_with_frames": int((cnt > 0).sum()),
               "majority_class_baseline": round(float(cnt[major]) / len(y), 4),
+              # objective of predicting the (add-one) training priors for every frame
+              "prior_baseline_logprob": round(float(np.mean(np.log(
+                  (train_counts[y] + 1.0) / (train_counts.sum() + C)))), 4),
               "own_majority_class": round(float(cnt.max()) / len(y), 4),
               "label_level_fraction": {k: round(float((levels[s] == v).mean()), 4)
                                        for k, v in (("triphone", 3), ("biphone", 2),
@@ -620,6 +626,8 @@ def main():
     stats["speech_hours_all_splits"] = round(gen_speech_h, 4)
     if t_gen > 1 and gen_speech_h > 0:
         stats["generation_seconds_per_speech_hour"] = round(t_gen / gen_speech_h, 1)
+        stats["generation_cpu_seconds"] = round(cpu_gen, 1)
+        stats["generation_cpu_seconds_per_speech_hour"] = round(cpu_gen / gen_speech_h, 1)
     stats["total_seconds"] = round(time.time() - t_start, 1)
     with open(os.path.join(a.out, "classes.txt"), "w") as f:
         f.write("\n".join("%d %s %d" % (i, n, train_counts[i]) for i, n in enumerate(names))
@@ -631,17 +639,20 @@ def main():
     for s in SPLITS:
         st = stats[s]
         lines.append("%-5s %8d frames %7.3f h %5d utts %4d speakers  majority-class %.2f%%  "
-                     "tri/bi/mono %.2f/%.2f/%.2f" % (
+                     "prior logprob %.3f  tri/bi/mono %.2f/%.2f/%.2f" % (
                          s, st["frames"], st["hours"], st["utterances"], st["speakers"],
-                         100 * st["majority_class_baseline"],
+                         100 * st["majority_class_baseline"], st["prior_baseline_logprob"],
                          *st["label_level_fraction"].values()))
     lines.append("train frames per class quantiles (0,5,25,50,75,95,100%%): %s"
                  % stats["train"]["frames_per_class_quantiles_0_5_25_50_75_95_100"])
     lines.append("sentence overlap between splits: %s" % stats["sentence_overlap"])
-    lines.append("generation %.0f s for %.3f h of speech (all splits) with %d jobs: %s s per "
-                 "speech hour; total %.0f s" % (t_gen, gen_speech_h, a.jobs,
-                                                stats.get("generation_seconds_per_speech_hour"),
-                                                stats["total_seconds"]))
+    lines.append("generation %.0f s wall, %.0f s CPU for %.3f h of speech (all splits) with %d "
+                 "jobs: %s s wall, %s s CPU per speech hour (speakers cached in OUT/work are not "
+                 "counted); total %.0f s" % (
+                     t_gen, cpu_gen, gen_speech_h, a.jobs,
+                     stats.get("generation_seconds_per_speech_hour"),
+                     stats.get("generation_cpu_seconds_per_speech_hour"),
+                     stats["total_seconds"]))
     txt = "\n".join(lines) + "\n"
     with open(os.path.join(a.out, "stats.txt"), "w") as f:
         f.write(txt)
