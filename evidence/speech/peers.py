@@ -218,7 +218,8 @@ def run(rank, world, a, lr0, port, results):
             from torch.distributed.algorithms.model_averaging.averagers import (
                 PeriodicModelAverager)
             # singleton subgroups: after the warm-up each worker's gradient stays local
-            sub, _ = dist.new_subgroups(group_size=1)
+            # (dist.new_subgroups needs CUDA in torch 1.13; every rank makes every group)
+            sub = [dist.new_group(ranks=[r]) for r in range(world)][rank]
             state = PostLocalSGDState(process_group=None, subgroup=sub,
                                       start_localSGD_iter=a.warmup_steps)
             model.register_comm_hook(state, post_localSGD_hook)
