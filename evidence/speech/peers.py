@@ -7,7 +7,8 @@ target RMS 1)] -> affine -> log-softmax; ngtrain's initialisation (hidden W ~ N(
 biases ~ N(0, 0.5^2), output layer zero). Input normalisation: global CMVN of the 40-dim
 features from the training frames (default), or --norm=lda (an LDA-like full-rank transform
 of the spliced 440-dim input: within-class whitened, rotated to the between-class
-eigenvectors, like ngtrain's --input-transform=lda), or none.
+eigenvectors, output variance w + s_i with w = 0.001 and singular values ceiled at 5: Kaldi's
+scaled LDA without dimension reduction, as ngtrain's default --input-transform=lda), or none.
 
 Methods
   sgd, adam              one process (--threads torch threads); --precision fp32 | bf16
@@ -93,7 +94,7 @@ class Data:
         return self.Xt[self.idx[rows]].reshape(len(rows), -1), self.yt[rows]
 
 
-def input_transform(train, kind, max_frames=200000, seed=0):
+def input_transform(train, kind, max_frames=200000, seed=0, lda_w=0.001, lda_ceil=5.0):
     """-> (A [440, 440], b [440]) with x' = x A^T + b, or None."""
     D = train.X.shape[1] * (CTX[1] - CTX[0] + 1)
     if kind == "none":
@@ -105,7 +106,9 @@ def input_transform(train, kind, max_frames=200000, seed=0):
         s = np.tile(s, CTX[1] - CTX[0] + 1)
         A = np.diag(1 / s)
         return A, -m / s
-    # lda: within-class whitening then rotation to between-class eigenvectors (full rank)
+    # lda: ngtrain's / Kaldi's scaled LDA without dimension reduction (src/lda.c):
+    # M = U^T L^-1 (W = L L^T, L^-1 B L^-T = U diag(s) U^T), rows scaled by
+    # sqrt((w + s)/(1 + s)) so the output variance is w + s_i, singular values ceiled at 5.
     rng = np.random.default_rng(seed)
     rows = rng.choice(train.T, size=min(train.T, max_frames), replace=False)
     x, y = train.batch(torch.from_numpy(np.sort(rows)))
@@ -115,18 +118,29 @@ def input_transform(train, kind, max_frames=200000, seed=0):
     cnt = np.bincount(y, minlength=C).astype(np.float64)
     sums = np.zeros((C, D))
     np.add.at(sums, y, x)
-    means = sums[cnt > 0] / cnt[cnt > 0, None]
-    w = cnt[cnt > 0] / len(y)
-    Sb = ((means - mu).T * w) @ (means - mu)
-    St = np.cov(x.T, bias=True)
-    Sw = St - Sb + 1e-4 * np.eye(D)
-    e, V = np.linalg.eigh(Sw)
-    Wh = (V / np.sqrt(np.maximum(e, 1e-8))) @ V.T  # Sw^-1/2
-    eb, Vb = np.linalg.eigh(Wh @ Sb @ Wh)
-    A = Vb[:, ::-1].T @ Wh
-    # unit total variance per output dim (within-class 1 + between-class eb)
-    A = A / np.sqrt(1 + np.maximum(eb[::-1], 0))[:, None]
-    return A, -A @ mu
+    seen = cnt > 0
+    Z = np.sqrt(cnt[seen] / len(y))[:, None] * (sums[seen] / cnt[seen, None] - mu)
+    B = Z.T @ Z
+    T = np.cov(x.T, bias=True)
+    W = T - B
+    eps = 0.0
+    while True:
+        try:
+            L = np.linalg.cholesky(W + eps * np.eye(D))
+            if np.min(np.diag(L)) ** 2 >= 1e-10 * np.max(np.diag(W)):
+                break
+        except np.linalg.LinAlgError:
+            pass
+        eps = 1e-3 * max(np.trace(W), 1e-12) / D if eps == 0 else eps * 10
+    Li = np.linalg.inv(L)
+    sv, U = np.linalg.eigh(Li @ B @ Li.T)
+    order = np.argsort(sv)[::-1]
+    sv, U = np.maximum(sv[order], 0), U[:, order]
+    M = U.T @ Li
+    M *= np.sqrt((lda_w + sv) / (1 + sv))[:, None]
+    Us, sig, Vt = np.linalg.svd(M)
+    M = (Us * np.minimum(sig, lda_ceil)) @ Vt
+    return M, -M @ mu
 
 
 # ------------------------------------------------------------------------------ model
