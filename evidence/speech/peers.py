@@ -24,7 +24,7 @@ Output: one JSON line per evaluation (--evals-per-epoch per epoch, plus the star
 and --out (appended): method, precision, lr, schedule, epoch (fractional), step, wall and CPU
 seconds of training (evaluation excluded; CPU = this process + children, summed over the
 workers), train objective since the last line, dev objective (mean log-prob of the correct
-class) and dev frame accuracy.
+class) and dev frame accuracy; with --test the last line adds test_obj and test_acc.
 
   peers.py --train='/tmp/sp/shards/train-[0-9]*.h5' --dev=/tmp/sp/shards/dev-001.h5 \
            --method=adam --lr=0.001,0.0003 --epochs=2 --out=peers.jsonl
@@ -216,6 +216,7 @@ def run(rank, world, a, lr0, port, results):
                                 rank=rank, world_size=world)
     train = Data(sorted(glob.glob(a.train)))
     dev = Data([a.dev]) if rank == 0 else None
+    test = Data([a.test]) if rank == 0 and a.test else None
     if dev is not None and dev.C != train.C:
         sys.exit("dev num_classes %d != train %d" % (dev.C, train.C))
     torch.manual_seed(a.seed)  # same initial model on every worker
@@ -253,7 +254,7 @@ def run(rank, world, a, lr0, port, results):
     excl_wall = excl_cpu = 0.0
     obj_sum, obj_n = 0.0, 0
 
-    def report(step):
+    def report(step, final=False):
         nonlocal excl_wall, excl_cpu, obj_sum, obj_n
         w0, c0 = time.time(), cpu_seconds()
         wall = w0 - wall0 - excl_wall
@@ -276,6 +277,8 @@ def run(rank, world, a, lr0, port, results):
                    "dev_obj": round(lp, 5), "dev_acc": round(acc, 5)}
             if a.method.startswith("localsgd"):
                 rec["period"], rec["warmup_steps"] = a.period, a.warmup_steps
+            if final and test is not None:
+                rec["test_obj"], rec["test_acc"] = [round(v, 5) for v in evaluate(m, test)]
             line = json.dumps(rec)
             print(line, flush=True)
             if a.out:
@@ -311,7 +314,7 @@ def run(rank, world, a, lr0, port, results):
             obj_n += 1
             step += 1
             if step % eval_every == 0 or step % per_epoch == 0:
-                report(step)
+                report(step, final=step == total)
     if distributed:
         dist.destroy_process_group()
 
@@ -330,6 +333,8 @@ def main():
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--train", required=True, help="glob of training shards (quote it)")
     ap.add_argument("--dev", required=True)
+    ap.add_argument("--test", default=None,
+                    help="also evaluate this shard on the last line (test_obj, test_acc)")
     ap.add_argument("--method", default="adam",
                     choices=["sgd", "adam", "ddp-adam", "ddp-sgd", "localsgd-sgd",
                              "localsgd-adam"])
