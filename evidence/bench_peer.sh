@@ -30,9 +30,9 @@ for T in "${TLIST[@]}"; do
     for N in 256 512; do
       a=$(awk -v p=$P -v n=$N '$1==p && $2=="minibatch" && $3==n":" {f=1} f && /plain step/ {print $5; exit}' <<<"$ours")
       g=$(awk -v p=$P -v n=$N '$1==p && $2=="minibatch" && $3==n":" {f=1} f && /online NG step/ {print $6; exit}' <<<"$ours")
-      p=$(awk -v p=$P -v n=$N '$1=="peer" && $2==p && $3==n {print $4}' <<<"$peer")
+      p=$(awk -v p="$P" -v n="$N" '$1=="peer" && $2==p && $3==n {print $4}' <<<"$peer")
       if [[ -z $a || -z $p ]]; then echo "$P minibatch $N: not measured (precision unavailable)"; continue; fi
-      awk -v P=$P -v T=$T -v n=$N -v a="$a" -v g="$g" -v p="$p" 'BEGIN{printf "%s threads %d minibatch %d: ngtrain plain %.0f, ngtrain NG %.0f, PyTorch plain %.0f frames/s; ngtrain/PyTorch %.2f (plain), %.2f (NG)\n", P, T, n, a, g, p, a/p, g/p}'
+      awk -v P="$P" -v T="$T" -v n="$N" -v a="$a" -v g="$g" -v p="$p" 'BEGIN{printf "%s threads %d minibatch %d: ngtrain plain %.0f, ngtrain NG %.0f, PyTorch plain %.0f frames/s; ngtrain/PyTorch %.2f (plain), %.2f (NG)\n", P, T, n, a, g, p, a/p, g/p}'
     done
   done
 done

@@ -11,22 +11,22 @@
 
 typedef struct unit {
   int shard;
-  int64_t u0, u1;   /* utterances */
+  int64_t u0, u1; /* utterances */
   int64_t frames;
 } unit;
 
 struct ngt_archives {
   int n_shards;
-  int64_t **off;       /* owned: utt_offsets of each shard (U+1) */
-  int64_t *U;          /* owned: utterances per shard */
+  int64_t **off; /* owned: utt_offsets of each shard (U+1) */
+  int64_t *U;    /* owned: utterances per shard */
   int64_t A, T, max_unit;
   uint64_t seed;
-  unit *units;         /* (N) in file order */
+  unit *units; /* (N) in file order */
   int64_t N;
   /* cache of one epoch's order */
-  int64_t epoch;       /* -1 = none */
-  uint32_t *order;     /* (N) unit at each position */
-  int64_t *cum;        /* (N+1) first corpus frame of each position */
+  int64_t epoch;   /* -1 = none */
+  uint32_t *order; /* (N) unit at each position */
+  int64_t *cum;    /* (N+1) first corpus frame of each position */
 };
 
 int64_t ngt_archives_count_for(int64_t total_frames, int64_t samples_per_iter) {
@@ -52,13 +52,14 @@ void ngt_archives_free(ngt_archives *a) {
 }
 
 int ngt_archives_new(int n_shards, const int64_t *const *utt_offsets, const int64_t *num_utts,
-                     int64_t num_archives, int64_t unit_frames, uint64_t seed,
-                     ngt_archives **out, ngt_err *err) {
+                     int64_t num_archives, int64_t unit_frames, uint64_t seed, ngt_archives **out,
+                     ngt_err *err) {
   *out = NULL;
   if (n_shards < 1 || num_archives < 1 || unit_frames < 1)
-    return ngt_err_set(err, NGT_EINVAL, "archives: %d shard(s), %lld archive(s), units of %lld "
-                       "frames: all must be >= 1", n_shards, (long long)num_archives,
-                       (long long)unit_frames);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "archives: %d shard(s), %lld archive(s), units of %lld "
+                       "frames: all must be >= 1",
+                       n_shards, (long long)num_archives, (long long)unit_frames);
   ngt_archives *a = ngt_xcalloc(1, sizeof *a);
   a->n_shards = n_shards;
   a->A = num_archives;
@@ -107,7 +108,8 @@ int64_t ngt_archives_shard_frames(const ngt_archives *a, int s) { return a->off[
 static void set_epoch(ngt_archives *a, int64_t e) {
   if (a->epoch == e) return;
   for (int64_t k = 0; k < a->N; k++) a->order[k] = (uint32_t)k;
-  ngt_rng r = ngt_rng_make(a->seed, ngt_rng_mix(ngt_rng_mix(NGT_RNG_STREAM_DATA, 0x417C), (uint64_t)e));
+  ngt_rng r = ngt_rng_make(a->seed,
+                           ngt_rng_mix(ngt_rng_mix(NGT_RNG_STREAM_DATA, 0x417C), (uint64_t)e));
   ngt_rng_shuffle_u32(&r, a->order, (size_t)a->N);
   a->cum[0] = 0;
   for (int64_t k = 0; k < a->N; k++) a->cum[k + 1] = a->cum[k] + a->units[a->order[k]].frames;
@@ -128,7 +130,9 @@ int64_t ngt_archives_pieces(ngt_archives *a, int64_t g, ngt_archive_piece **piec
   int64_t lo = 0, hi = a->N - 1;
   while (lo < hi) {
     int64_t mid = (lo + hi + 1) / 2;
-    if (a->cum[mid] <= b0) lo = mid; else hi = mid - 1;
+    if (a->cum[mid] <= b0) lo = mid;
+    else
+      hi = mid - 1;
   }
   int cap = 8, m = 0;
   ngt_archive_piece *P = ngt_xmalloc(sizeof *P * (size_t)cap);

@@ -68,50 +68,50 @@ void ngt_splice_frame(const float *feats, int D, int64_t s, int64_t e, int64_t t
 /* ---------------------------------------------------------------- types */
 
 typedef struct shard_meta {
-  char *path;            /* owned */
-  int64_t T;             /* frames */
-  int64_t U;             /* utterances */
-  int64_t *utt_offsets;  /* owned, (U+1) */
+  char *path;           /* owned */
+  int64_t T;            /* frames */
+  int64_t U;            /* utterances */
+  int64_t *utt_offsets; /* owned, (U+1) */
   int64_t n_chunks;
-  int64_t *chunk_utt;    /* owned, (n_chunks+1): first utterance of each chunk, last = U */
+  int64_t *chunk_utt; /* owned, (n_chunks+1): first utterance of each chunk, last = U */
 } shard_meta;
 
 typedef struct cursor {
   int64_t epoch;
-  int64_t sp;  /* position in the epoch's shard order */
-  int64_t cp;  /* position in that shard's chunk order */
+  int64_t sp; /* position in the epoch's shard order */
+  int64_t cp; /* position in that shard's chunk order */
 } cursor;
 
 enum { BUF_EMPTY = 0, BUF_FULL, BUF_END, BUF_ERROR };
 
 typedef struct chunk_buf {
-  float *feats;      /* (cap, D): the chunk's frames in file order */
-  int32_t *labels;   /* (cap) */
-  int32_t *us, *ue;  /* (cap): utterance [us, ue) of each frame, local indices */
-  uint32_t *order;   /* (cap): delivery order, local frame indices */
-  int64_t n;         /* frames in the chunk */
-  int state;         /* BUF_*; written under the mutex when prefetching */
-  ngt_err err;       /* for BUF_ERROR */
+  float *feats;     /* (cap, D): the chunk's frames in file order */
+  int32_t *labels;  /* (cap) */
+  int32_t *us, *ue; /* (cap): utterance [us, ue) of each frame, local indices */
+  uint32_t *order;  /* (cap): delivery order, local frame indices */
+  int64_t n;        /* frames in the chunk */
+  int state;        /* BUF_*; written under the mutex when prefetching */
+  ngt_err err;      /* for BUF_ERROR */
 } chunk_buf;
 
 struct ngt_batcher {
   ngt_batcher_opts o;
   int n_shards;
-  shard_meta *sh;        /* (n_shards) */
-  int D, C, in_dim;      /* feat_dim, num_classes, D*(L+R+1) */
-  int64_t total;         /* frames per epoch */
-  int64_t max_chunk;     /* frames in the largest chunk = buffer capacity */
-  int64_t max_chunks;    /* chunks in the shard with most chunks */
+  shard_meta *sh;     /* (n_shards) */
+  int D, C, in_dim;   /* feat_dim, num_classes, D*(L+R+1) */
+  int64_t total;      /* frames per epoch */
+  int64_t max_chunk;  /* frames in the largest chunk = buffer capacity */
+  int64_t max_chunks; /* chunks in the shard with most chunks */
 
   /* consumer side */
-  int64_t position;      /* frames delivered since position 0 of epoch 0 */
+  int64_t position; /* frames delivered since position 0 of epoch 0 */
   chunk_buf bufs[2];
-  chunk_buf *cur, *nxt;  /* cur: being spliced from; nxt: being filled / ready */
-  int have_cur;          /* cur holds a chunk (possibly exhausted) */
-  int64_t cur_pos;       /* next index into cur->order */
-  int64_t pending_skip;  /* frames of the next chunk already "delivered" (seek) */
-  int ended;             /* loop = 0 and the pass is over */
-  int failed;            /* a loader error was returned; sticky until seek */
+  chunk_buf *cur, *nxt; /* cur: being spliced from; nxt: being filled / ready */
+  int have_cur;         /* cur holds a chunk (possibly exhausted) */
+  int64_t cur_pos;      /* next index into cur->order */
+  int64_t pending_skip; /* frames of the next chunk already "delivered" (seek) */
+  int ended;            /* loop = 0 and the pass is over */
+  int failed;           /* a loader error was returned; sticky until seek */
   ngt_err fail_err;
 
   /* loader side (the prefetch thread, or the caller without prefetch) */
@@ -127,18 +127,18 @@ struct ngt_batcher {
   int thread_running;
   int stop;
   pthread_mutex_t mu;
-  pthread_cond_t cv_full;   /* nxt->state left BUF_EMPTY */
-  pthread_cond_t cv_empty;  /* nxt->state became BUF_EMPTY, or stop */
+  pthread_cond_t cv_full;  /* nxt->state left BUF_EMPTY */
+  pthread_cond_t cv_empty; /* nxt->state became BUF_EMPTY, or stop */
 
   /* archive mode */
-  ngt_archives *arch;       /* NULL in the shard-order mode */
-  int64_t rq[4];            /* reads announced but not yet started by the loader (mutex) */
+  ngt_archives *arch; /* NULL in the shard-order mode */
+  int64_t rq[4];      /* reads announced but not yet started by the loader (mutex) */
   int rq_n;
-  int64_t ld_g;             /* loader: read being loaded, -1 = none */
-  ngt_archive_piece *ld_p;  /* its pieces */
-  int ld_np, ld_pi;         /* pieces, next piece to load */
-  int64_t ld_group;         /* groups of ld_g loaded so far */
-  int64_t expect_g;         /* the read the consumer starts next if nothing changes */
+  int64_t ld_g;            /* loader: read being loaded, -1 = none */
+  ngt_archive_piece *ld_p; /* its pieces */
+  int ld_np, ld_pi;        /* pieces, next piece to load */
+  int64_t ld_group;        /* groups of ld_g loaded so far */
+  int64_t expect_g;        /* the read the consumer starts next if nothing changes */
 };
 
 ngt_batcher_opts ngt_batcher_opts_default(void) {
@@ -234,15 +234,17 @@ static int load_chunk(ngt_batcher *b, cursor c, chunk_buf *buf, ngt_err *err) {
   chunk_range(m, ci, &u0, &u1, &f0, &f1);
   ngt_shard *sh = NULL;
   int rc = ngt_shard_open(m->path, &sh, err);
-  if (rc) return ngt_err_prefix(err, "reading chunk %" PRId64 " of shard '%s' in epoch %" PRId64,
-                                ci, m->path, c.epoch);
+  if (rc)
+    return ngt_err_prefix(err, "reading chunk %" PRId64 " of shard '%s' in epoch %" PRId64, ci,
+                          m->path, c.epoch);
   if (sh->num_frames != m->T || sh->num_utts != m->U || sh->feat_dim != b->D ||
       sh->num_classes != b->C ||
       memcmp(sh->utt_offsets, m->utt_offsets, (size_t)(m->U + 1) * sizeof *m->utt_offsets) != 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s' changed while training (it had %" PRId64
-                     " frames in %" PRId64 " utterances, now %" PRId64 " in %" PRId64 "); "
-                     "do not modify shards during a run", m->path, m->T, m->U, sh->num_frames,
-                     sh->num_utts);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s' changed while training (it had %" PRId64 " frames in %" PRId64
+                     " utterances, now %" PRId64 " in %" PRId64 "); "
+                     "do not modify shards during a run",
+                     m->path, m->T, m->U, sh->num_frames, sh->num_utts);
     ngt_shard_close(sh);
     return rc;
   }
@@ -294,24 +296,30 @@ static int load_group(ngt_batcher *b, chunk_buf *buf, ngt_err *err) {
     const shard_meta *m = &b->sh[p->shard];
     ngt_shard *sh = NULL;
     int rc = ngt_shard_open(m->path, &sh, err);
-    if (rc) return ngt_err_prefix(err, "reading archive %" PRId64 " (epoch %" PRId64 ") from "
-                                  "shard '%s'", b->ld_g % ngt_archives_num(b->arch),
-                                  b->ld_g / ngt_archives_num(b->arch), m->path);
+    if (rc)
+      return ngt_err_prefix(err,
+                            "reading archive %" PRId64 " (epoch %" PRId64 ") from "
+                            "shard '%s'",
+                            b->ld_g % ngt_archives_num(b->arch),
+                            b->ld_g / ngt_archives_num(b->arch), m->path);
     if (sh->num_frames != m->T || sh->num_utts != m->U || sh->feat_dim != b->D ||
         sh->num_classes != b->C ||
         memcmp(sh->utt_offsets, m->utt_offsets, (size_t)(m->U + 1) * sizeof *m->utt_offsets)) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s' changed while training (it had %" PRId64
-                       " frames in %" PRId64 " utterances, now %" PRId64 " in %" PRId64 "); "
-                       "do not modify shards during a run", m->path, m->T, m->U, sh->num_frames,
-                       sh->num_utts);
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "shard '%s' changed while training (it had %" PRId64 " frames in %" PRId64
+                       " utterances, now %" PRId64 " in %" PRId64 "); "
+                       "do not modify shards during a run",
+                       m->path, m->T, m->U, sh->num_frames, sh->num_utts);
       ngt_shard_close(sh);
       return rc;
     }
-    rc = ngt_shard_read(sh, p->f0, len, buf->feats + (size_t)n * (size_t)b->D, buf->labels + n, err);
+    rc = ngt_shard_read(sh, p->f0, len, buf->feats + (size_t)n * (size_t)b->D, buf->labels + n,
+                        err);
     ngt_shard_close(sh);
     if (rc) return rc;
     for (int64_t u = p->u0; u < p->u1; u++) {
-      int32_t a = (int32_t)(n + m->utt_offsets[u] - p->f0), z = (int32_t)(n + m->utt_offsets[u + 1] - p->f0);
+      int32_t a = (int32_t)(n + m->utt_offsets[u] - p->f0),
+              z = (int32_t)(n + m->utt_offsets[u + 1] - p->f0);
       for (int32_t t = a; t < z; t++) {
         buf->us[t] = a;
         buf->ue[t] = z;
@@ -484,14 +492,15 @@ int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opt
                     ngt_batcher **out, ngt_err *err) {
   *out = NULL;
   ngt_batcher_opts opts = o ? *o : ngt_batcher_opts_default();
-  if (n_paths <= 0)
-    return ngt_err_set(err, NGT_EINVAL, "no shards given (check --train)");
+  if (n_paths <= 0) return ngt_err_set(err, NGT_EINVAL, "no shards given (check --train)");
   if (opts.ctx_left < 0 || opts.ctx_right < 0)
     return ngt_err_set(err, NGT_EINVAL, "context %d..%d: left and right context must be >= 0",
                        -opts.ctx_left, opts.ctx_right);
   if (opts.shuffle_buffer <= 0 || opts.shuffle_buffer > INT32_MAX)
-    return ngt_err_set(err, NGT_EINVAL, "shuffle buffer of %" PRId64 " frames: must be in "
-                       "[1, %d]", opts.shuffle_buffer, INT32_MAX);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "shuffle buffer of %" PRId64 " frames: must be in "
+                       "[1, %d]",
+                       opts.shuffle_buffer, INT32_MAX);
   ngt_batcher *b = calloc(1, sizeof *b);
   if (!b) return ngt_err_set(err, NGT_ENOMEM, "out of memory");
   pthread_mutex_init(&b->mu, NULL);
@@ -516,11 +525,13 @@ int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opt
       b->C = s->num_classes;
     } else if (s->feat_dim != b->D || s->num_classes != b->C) {
       int fd = s->feat_dim != b->D;
-      rc = ngt_err_set(err, NGT_EFORMAT, "shards disagree on %s: '%s' has %s = %d but '%s' has "
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "shards disagree on %s: '%s' has %s = %d but '%s' has "
                        "%s = %d (all shards of a run must come from the same features and "
-                       "alignments)", fd ? "feat_dim" : "num_classes", paths[0],
-                       fd ? "feat_dim" : "num_classes", fd ? b->D : b->C, paths[i],
-                       fd ? "feat_dim" : "num_classes", fd ? s->feat_dim : s->num_classes);
+                       "alignments)",
+                       fd ? "feat_dim" : "num_classes", paths[0], fd ? "feat_dim" : "num_classes",
+                       fd ? b->D : b->C, paths[i], fd ? "feat_dim" : "num_classes",
+                       fd ? s->feat_dim : s->num_classes);
       ngt_shard_close(s);
       goto fail;
     }
@@ -544,13 +555,15 @@ int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opt
     }
   }
   if (b->total == 0) {
-    rc = ngt_err_set(err, NGT_EINVAL, "the %d shard(s) starting with '%s' hold no frames",
-                     n_paths, paths[0]);
+    rc = ngt_err_set(err, NGT_EINVAL, "the %d shard(s) starting with '%s' hold no frames", n_paths,
+                     paths[0]);
     goto fail;
   }
   if (b->max_chunk > INT32_MAX) {
-    rc = ngt_err_set(err, NGT_EINVAL, "an utterance of %" PRId64 " frames is too long (limit "
-                     "%d)", b->max_chunk, INT32_MAX);
+    rc = ngt_err_set(err, NGT_EINVAL,
+                     "an utterance of %" PRId64 " frames is too long (limit "
+                     "%d)",
+                     b->max_chunk, INT32_MAX);
     goto fail;
   }
   if ((int64_t)b->D * (opts.ctx_left + opts.ctx_right + 1) > INT32_MAX) {
@@ -560,7 +573,8 @@ int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opt
   }
   b->in_dim = b->D * (opts.ctx_left + opts.ctx_right + 1);
   b->perm_shards = malloc((size_t)n_paths * sizeof *b->perm_shards);
-  b->perm_chunks = malloc((size_t)(b->max_chunks > 0 ? b->max_chunks : 1) * sizeof *b->perm_chunks);
+  b->perm_chunks = malloc((size_t)(b->max_chunks > 0 ? b->max_chunks : 1) *
+                          sizeof *b->perm_chunks);
   if (!b->perm_shards || !b->perm_chunks) {
     rc = ngt_err_set(err, NGT_ENOMEM, "out of memory");
     goto fail;
@@ -570,11 +584,15 @@ int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opt
     int64_t **off = malloc(sizeof(int64_t *) * (size_t)n_paths);
     int64_t *U = malloc(sizeof(int64_t) * (size_t)n_paths);
     if (!off || !U) {
-      free(off); free(U);
+      free(off);
+      free(U);
       rc = ngt_err_set(err, NGT_ENOMEM, "out of memory");
       goto fail;
     }
-    for (int i = 0; i < n_paths; i++) { off[i] = b->sh[i].utt_offsets; U[i] = b->sh[i].U; }
+    for (int i = 0; i < n_paths; i++) {
+      off[i] = b->sh[i].utt_offsets;
+      U[i] = b->sh[i].U;
+    }
     rc = ngt_archives_new(n_paths, (const int64_t *const *)off, U, opts.num_archives,
                           ngt_archives_unit_for(b->total, opts.num_archives, opts.shuffle_buffer),
                           opts.seed, &b->arch, err);
@@ -593,8 +611,10 @@ int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opt
     c->ue = malloc(cap * sizeof *c->ue);
     c->order = malloc(cap * sizeof *c->order);
     if (!c->feats || !c->labels || !c->us || !c->ue || !c->order) {
-      rc = ngt_err_set(err, NGT_ENOMEM, "out of memory for two chunks of %zu frames x %d dims "
-                       "(use a smaller shuffle buffer)", cap, b->D);
+      rc = ngt_err_set(err, NGT_ENOMEM,
+                       "out of memory for two chunks of %zu frames x %d dims "
+                       "(use a smaller shuffle buffer)",
+                       cap, b->D);
       goto fail;
     }
   }
@@ -661,12 +681,13 @@ int ngt_batcher_next(ngt_batcher *b, int n, ngt_mat X, int32_t *labels, int *got
 int ngt_batcher_seek(ngt_batcher *b, int64_t frames, ngt_err *err) {
   NGT_ASSERT(b != NULL);
   if (b->arch)
-    return ngt_err_set(err, NGT_EINVAL, "cannot seek an archive stream (announce reads with "
+    return ngt_err_set(err, NGT_EINVAL,
+                       "cannot seek an archive stream (announce reads with "
                        "ngt_batcher_archive_begin)");
   if (frames < 0 || (!b->o.loop && frames > b->total))
-    return ngt_err_set(err, NGT_EINVAL, "cannot seek to frame %" PRId64 ": the stream has %s%"
-                       PRId64 " frames", frames, b->o.loop ? "positions >= 0, epochs of " : "",
-                       b->total);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "cannot seek to frame %" PRId64 ": the stream has %s%" PRId64 " frames",
+                       frames, b->o.loop ? "positions >= 0, epochs of " : "", b->total);
   thread_stop(b);
   b->bufs[0].state = b->bufs[1].state = BUF_EMPTY;
   b->have_cur = 0;
@@ -785,10 +806,11 @@ int ngt_frameset_load(const char *const *paths, int n_paths, int64_t max_frames,
     if (sh[i]->feat_dim != sh[0]->feat_dim || sh[i]->num_classes != sh[0]->num_classes) {
       int fd = sh[i]->feat_dim != sh[0]->feat_dim;
       const char *what = fd ? "feat_dim" : "num_classes";
-      rc = ngt_err_set(err, NGT_EFORMAT, "shards disagree on %s: '%s' has %s = %d but '%s' has "
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "shards disagree on %s: '%s' has %s = %d but '%s' has "
                        "%s = %d (all shards must come from the same features and alignments)",
-                       what, paths[0], what, fd ? sh[0]->feat_dim : sh[0]->num_classes,
-                       paths[i], what, fd ? sh[i]->feat_dim : sh[i]->num_classes);
+                       what, paths[0], what, fd ? sh[0]->feat_dim : sh[0]->num_classes, paths[i],
+                       what, fd ? sh[i]->feat_dim : sh[i]->num_classes);
       goto out;
     }
     N += sh[i]->num_frames;
@@ -825,7 +847,9 @@ int ngt_frameset_load(const char *const *paths, int n_paths, int64_t max_frames,
       int lo = 0, hi = n_paths - 1; /* the shard i with ubase[i] <= g < ubase[i+1] */
       while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (ubase[mid] <= g) lo = mid; else hi = mid - 1;
+        if (ubase[mid] <= g) lo = mid;
+        else
+          hi = mid - 1;
       }
       int i = lo;
       int64_t u = g - ubase[i];
@@ -844,8 +868,8 @@ int ngt_frameset_load(const char *const *paths, int n_paths, int64_t max_frames,
   fs->utt_end = malloc(nk * sizeof *fs->utt_end);
   fs->frame = malloc((size_t)(fs->n_sel > 0 ? fs->n_sel : 1) * sizeof *fs->frame);
   if (!fs->feats || !fs->labels || !fs->utt_start || !fs->utt_end || !fs->frame) {
-    rc = ngt_err_set(err, NGT_ENOMEM, "out of memory loading %" PRId64 " frames x %d dims",
-                     n_keep, D);
+    rc = ngt_err_set(err, NGT_ENOMEM, "out of memory loading %" PRId64 " frames x %d dims", n_keep,
+                     D);
     goto out;
   }
   /* Read the kept utterances, merging runs of consecutive ones into one read. */

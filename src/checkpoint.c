@@ -10,29 +10,50 @@
 
 #include "ngtrain/nnet_io.h"
 
-#define SF(name, f) {name, offsetof(ngt_train_signature, f)}
-const ngt_field ngt_train_signature_fields[] = {
-    SF("--seed", seed), SF("number of MPI ranks", ranks),
-    SF("--samples-per-iter", samples_per_iter), SF("--num-epochs", num_epochs),
-    SF("--initial-effective-lrate", initial_lrate), SF("--final-effective-lrate", final_lrate),
-    SF("--num-jobs-initial", jobs_initial), SF("--num-jobs-final", jobs_final),
-    SF("--num-jobs-step", jobs_step), SF("--minibatch-size", minibatch),
-    SF("--max-param-change", max_param_change), SF("--use-natural-gradient", natural_gradient),
-    SF("--preconditioner", preconditioner), SF("the network config (--config)", config),
-    SF("the training shards (--train)", train), SF("--averaging", bmuf),
-    SF("--data-placement", data_placement)};
+#define SF(name, f) \
+  { name, offsetof(ngt_train_signature, f) }
+const ngt_field ngt_train_signature_fields[] = {SF("--seed", seed),
+                                                SF("number of MPI ranks", ranks),
+                                                SF("--samples-per-iter", samples_per_iter),
+                                                SF("--num-epochs", num_epochs),
+                                                SF("--initial-effective-lrate", initial_lrate),
+                                                SF("--final-effective-lrate", final_lrate),
+                                                SF("--num-jobs-initial", jobs_initial),
+                                                SF("--num-jobs-final", jobs_final),
+                                                SF("--num-jobs-step", jobs_step),
+                                                SF("--minibatch-size", minibatch),
+                                                SF("--max-param-change", max_param_change),
+                                                SF("--use-natural-gradient", natural_gradient),
+                                                SF("--preconditioner", preconditioner),
+                                                SF("the network config (--config)", config),
+                                                SF("the training shards (--train)", train),
+                                                SF("--averaging", bmuf),
+                                                SF("--data-placement", data_placement)};
 #undef SF
-const int ngt_train_signature_nfields =
-    (int)(sizeof ngt_train_signature_fields / sizeof ngt_train_signature_fields[0]);
+const int ngt_train_signature_nfields = (int)(sizeof ngt_train_signature_fields /
+                                              sizeof ngt_train_signature_fields[0]);
 
-#define MF(f) {#f, offsetof(ngt_train_metrics, f)}
-const ngt_field ngt_train_metrics_fields[] = {
-    MF(iter), MF(jobs), MF(lr), MF(objective), MF(accuracy), MF(frames), MF(seconds),
-    MF(compute_s), MF(data_wait_s), MF(comm_s), MF(avg_s), MF(max_change), MF(max_param_change),
-    MF(refused), MF(accepted), MF(epoch)};
+#define MF(f) \
+  { #f, offsetof(ngt_train_metrics, f) }
+const ngt_field ngt_train_metrics_fields[] = {MF(iter),
+                                              MF(jobs),
+                                              MF(lr),
+                                              MF(objective),
+                                              MF(accuracy),
+                                              MF(frames),
+                                              MF(seconds),
+                                              MF(compute_s),
+                                              MF(data_wait_s),
+                                              MF(comm_s),
+                                              MF(avg_s),
+                                              MF(max_change),
+                                              MF(max_param_change),
+                                              MF(refused),
+                                              MF(accepted),
+                                              MF(epoch)};
 #undef MF
-const int ngt_train_metrics_nfields =
-    (int)(sizeof ngt_train_metrics_fields / sizeof ngt_train_metrics_fields[0]);
+const int ngt_train_metrics_nfields = (int)(sizeof ngt_train_metrics_fields /
+                                            sizeof ngt_train_metrics_fields[0]);
 
 _Static_assert(sizeof(ngt_train_signature) == 17 * sizeof(double), "signature: 17 doubles");
 _Static_assert(sizeof(ngt_train_metrics) == 16 * sizeof(double), "metrics: 16 doubles");
@@ -102,14 +123,15 @@ int ngt_checkpoint_read_state(const char *path, ngt_train_state *st, ngt_err *er
   if (!rc) rc = ngt_nnet_load_blob(path, "signature", NGT_BLOB_F64, &sig, &nsig, err);
   if (!rc) rc = ngt_nnet_load_blob(path, "positions", NGT_BLOB_I64, &pos, &npos, err);
   if (!rc && ngt_nnet_load_blob(path, "num_iters", NGT_BLOB_I64, &nit, &n_nit, NULL) != 0) {
-    nit = NULL; n_nit = 0;
+    nit = NULL;
+    n_nit = 0;
   }
-  if (!rc && (n_it != 1 || nsig != (size_t)ngt_train_signature_nfields || npos < 1 ||
-              npos > INT32_MAX))
+  if (!rc &&
+      (n_it != 1 || nsig != (size_t)ngt_train_signature_nfields || npos < 1 || npos > INT32_MAX))
     rc = ngt_err_set(err, NGT_EFORMAT,
                      "checkpoint '%s': /train_state has %zu iter, %zu signature and %zu positions "
-                     "values (expected 1, %d and at least 1)", path, n_it, nsig, npos,
-                     ngt_train_signature_nfields);
+                     "values (expected 1, %d and at least 1)",
+                     path, n_it, nsig, npos, ngt_train_signature_nfields);
   if (!rc) {
     st->iter = *(int64_t *)itb;
     st->num_iters = n_nit == 1 ? *(int64_t *)nit : 0;
@@ -127,8 +149,10 @@ int ngt_checkpoint_read_state(const char *path, ngt_train_state *st, ngt_err *er
       st->ngstate = ng;
       st->ng_doubles = nng / (size_t)st->num_workers;
       if (nng % (size_t)st->num_workers)
-        rc = ngt_err_set(err, NGT_EFORMAT, "checkpoint '%s': /train_state/ngstate has %zu values, "
-                         "not a multiple of the %d workers", path, nng, st->num_workers);
+        rc = ngt_err_set(err, NGT_EFORMAT,
+                         "checkpoint '%s': /train_state/ngstate has %zu values, "
+                         "not a multiple of the %d workers",
+                         path, nng, st->num_workers);
     }
     if (!rc && ngt_nnet_load_blob(path, "bmuf_delta", NGT_BLOB_F32, &bd, &st->bmuf_n, NULL) == 0)
       st->bmuf_delta = bd;
@@ -142,7 +166,11 @@ int ngt_checkpoint_read_state(const char *path, ngt_train_state *st, ngt_err *er
       free(ar);
     }
   }
-  free(itb); free(nit); free(sig); free(pos); free(pend);
+  free(itb);
+  free(nit);
+  free(sig);
+  free(pos);
+  free(pend);
   if (rc) ngt_train_state_deinit(st);
   return rc;
 }
@@ -159,13 +187,17 @@ void ngt_train_state_print(const ngt_train_state *st, FILE *out) {
   fprintf(out, "  iteration                %" PRId64 " of %" PRId64 "\n", st->iter, st->num_iters);
   fprintf(out, "  workers                  %d\n", st->num_workers);
   if (st->num_archives > 0) {
-    fprintf(out, "  data placement           shared: Kaldi's archive round-robin over %" PRId64
-            " archives\n", st->num_archives);
-    fprintf(out, "  positions (archive sequence) %" PRId64 " reads handed out; next: epoch %" PRId64
-            ", archive %" PRId64 " of %" PRId64 " (job j of the next iteration reads archive (%"
-            PRId64 " + j) mod %" PRId64 ")\n", st->archives_done,
-            st->archives_done / st->num_archives, st->archives_done % st->num_archives,
-            st->num_archives, st->archives_done, st->num_archives);
+    fprintf(out,
+            "  data placement           shared: Kaldi's archive round-robin over %" PRId64
+            " archives\n",
+            st->num_archives);
+    fprintf(out,
+            "  positions (archive sequence) %" PRId64 " reads handed out; next: epoch %" PRId64
+            ", archive %" PRId64 " of %" PRId64
+            " (job j of the next iteration reads archive (%" PRId64 " + j) mod %" PRId64 ")\n",
+            st->archives_done, st->archives_done / st->num_archives,
+            st->archives_done % st->num_archives, st->num_archives, st->archives_done,
+            st->num_archives);
   } else {
     fprintf(out, "  data placement           local: worker w reads shards w, w+W, ...\n");
     fprintf(out, "  positions (frames read)  ");
@@ -191,7 +223,8 @@ void ngt_train_state_print(const ngt_train_state *st, FILE *out) {
             st->ng_doubles);
   else
     fprintf(out, "  ngstate                  none (plain SGD)\n");
-  if (st->bmuf_n) fprintf(out, "  bmuf_delta               %zu floats (BMUF block momentum)\n", st->bmuf_n);
+  if (st->bmuf_n)
+    fprintf(out, "  bmuf_delta               %zu floats (BMUF block momentum)\n", st->bmuf_n);
 }
 
 static int cmp_int_desc(const void *a, const void *b) {
@@ -206,7 +239,8 @@ static int check_one(const char *path, const ngt_train_state *expect, const ngt_
   int j = ngt_train_signature_diff(&st->sig, &expect->sig);
   if (j >= 0) {
     *fatal = 1;
-    return ngt_err_set(err, NGT_EINVAL, "holds checkpoints of another run: %s differs (checkpoint "
+    return ngt_err_set(err, NGT_EINVAL,
+                       "holds checkpoints of another run: %s differs (checkpoint "
                        "%g, now %g). Use a new --dir, or delete the old one to start over",
                        ngt_train_signature_fields[j].name,
                        cfield(&st->sig, &ngt_train_signature_fields[j]),

@@ -121,7 +121,8 @@ static int reduce_sum(const void *send, void *recv, size_t n, MPI_Datatype t, si
     char *d = recv ? (char *)recv + off * esize : NULL;
     int rc = arrive("reduce", err);
     if (!rc)
-      rc = check(MPI_Reduce(s, g_rank == root ? d : NULL, (int)m, t, MPI_SUM, root, MPI_COMM_WORLD),
+      rc = check(MPI_Reduce(s, g_rank == root ? d : NULL, (int)m, t, MPI_SUM, root,
+                            MPI_COMM_WORLD),
                  "reduce", err);
     if (rc) return rc;
   }
@@ -140,11 +141,13 @@ int ngt_comm_gather(const void *send, size_t bytes, void *recv, int root, ngt_er
     memcpy(recv, send, bytes);
     return 0;
   }
-  if (bytes > (size_t)INT_MAX) return ngt_err_set(err, NGT_EMPI, "gather of %zu bytes is too large", bytes);
+  if (bytes > (size_t)INT_MAX)
+    return ngt_err_set(err, NGT_EMPI, "gather of %zu bytes is too large", bytes);
   int rc = arrive("gather", err);
   if (!rc)
     rc = check(MPI_Gather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, root,
-                          MPI_COMM_WORLD), "gather", err);
+                          MPI_COMM_WORLD),
+               "gather", err);
   return rc;
 }
 
@@ -161,7 +164,8 @@ int ngt_comm_gatherv(const void *send, size_t my_bytes, void *recv, const size_t
     size_t off = 0;
     for (int r = 0; r < g_size; r++) {
       if (bytes[r] > (size_t)INT_MAX || off > (size_t)INT_MAX) {
-        free(counts); free(displs);
+        free(counts);
+        free(displs);
         return ngt_err_set(err, NGT_EMPI, "gather of %zu bytes is too large", off + bytes[r]);
       }
       counts[r] = (int)bytes[r];
@@ -172,7 +176,8 @@ int ngt_comm_gatherv(const void *send, size_t my_bytes, void *recv, const size_t
   int rc = arrive("gatherv", err);
   if (!rc)
     rc = check(MPI_Gatherv(send, (int)my_bytes, MPI_BYTE, recv, counts, displs, MPI_BYTE, root,
-                           MPI_COMM_WORLD), "gatherv", err);
+                           MPI_COMM_WORLD),
+               "gatherv", err);
   free(counts);
   free(displs);
   return rc;

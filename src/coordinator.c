@@ -29,15 +29,20 @@ int ngt_accept_jobs(const ngt_job_result *jobs, int n, int iter, int *mask) {
     const ngt_job_result *s = &jobs[j];
     if (!s->active || s->frames <= 0) continue;
     double pf = s->obj / s->frames;
-    if (s->finite && pf > best_obj) { best_obj = pf; best = j; }
+    if (s->finite && pf > best_obj) {
+      best_obj = pf;
+      best = j;
+    }
   }
   for (int j = 0; j < n; j++) {
     const ngt_job_result *s = &jobs[j];
     mask[j] = NGT_JOB_IDLE;
     if (!s->active || s->frames <= 0) continue;
     if (!s->finite) mask[j] = NGT_JOB_NONFINITE;
-    else if (iter == 0) mask[j] = j == best ? NGT_JOB_ACCEPTED : NGT_JOB_NOT_BEST;
-    else mask[j] = s->obj / s->frames >= best_obj - 1.0 ? NGT_JOB_ACCEPTED : NGT_JOB_BELOW_BEST;
+    else if (iter == 0)
+      mask[j] = j == best ? NGT_JOB_ACCEPTED : NGT_JOB_NOT_BEST;
+    else
+      mask[j] = s->obj / s->frames >= best_obj - 1.0 ? NGT_JOB_ACCEPTED : NGT_JOB_BELOW_BEST;
     n_acc += mask[j] == NGT_JOB_ACCEPTED;
   }
   return n_acc;
@@ -66,19 +71,32 @@ void ngt_bmuf_lookahead(const float *global, const float *delta, size_t P, float
 /* ---------------------------------------------------------------- set-up */
 
 int ngt_coord_check_opts(const ngt_train_opts *o, char *msg, size_t n) {
-  if (!o->config) return snprintf(msg, n, "--config is required (the network config file; see --help)"), 1;
-  if (!o->train) return snprintf(msg, n, "--train is required (a glob of training shards, e.g. --train='shards/*.h5')"), 1;
-  if (!o->dir) return snprintf(msg, n, "--dir is required (the run directory for checkpoints and final.h5)"), 1;
-  if (o->minibatch_size < 1) return snprintf(msg, n, "--minibatch-size=%d must be >= 1", o->minibatch_size), 1;
-  if (o->samples_per_iter < 1) return snprintf(msg, n, "--samples-per-iter=%" PRId64 " must be >= 1", o->samples_per_iter), 1;
+  if (!o->config)
+    return snprintf(msg, n, "--config is required (the network config file; see --help)"), 1;
+  if (!o->train)
+    return snprintf(msg, n,
+                    "--train is required (a glob of training shards, e.g. --train='shards/*.h5')"),
+           1;
+  if (!o->dir)
+    return snprintf(msg, n, "--dir is required (the run directory for checkpoints and final.h5)"),
+           1;
+  if (o->minibatch_size < 1)
+    return snprintf(msg, n, "--minibatch-size=%d must be >= 1", o->minibatch_size), 1;
+  if (o->samples_per_iter < 1)
+    return snprintf(msg, n, "--samples-per-iter=%" PRId64 " must be >= 1", o->samples_per_iter), 1;
   ngt_train_choices ch;
   if (ngt_train_parse_choices(o, &ch, msg, n)) return 1;
-  if (o->keep_models < 1) return snprintf(msg, n, "--keep-models=%d must be >= 1", o->keep_models), 1;
-  if (o->max_param_change < 0) return snprintf(msg, n, "--max-param-change=%g must be >= 0", (double)o->max_param_change), 1;
-  if (o->block_momentum >= 1.0) return snprintf(msg, n, "--block-momentum=%g must be < 1", o->block_momentum), 1;
+  if (o->keep_models < 1)
+    return snprintf(msg, n, "--keep-models=%d must be >= 1", o->keep_models), 1;
+  if (o->max_param_change < 0)
+    return snprintf(msg, n, "--max-param-change=%g must be >= 0", (double)o->max_param_change), 1;
+  if (o->block_momentum >= 1.0)
+    return snprintf(msg, n, "--block-momentum=%g must be < 1", o->block_momentum), 1;
   if (!(o->block_lr > 0)) return snprintf(msg, n, "--block-lr=%g must be > 0", o->block_lr), 1;
-  if (o->combine_frames < 1 || o->prior_subset_size < 1) return snprintf(msg, n, "--combine-frames and --prior-subset-size must be >= 1"), 1;
-  if (o->lda_frames < 1) return snprintf(msg, n, "--lda-frames=%" PRId64 " must be >= 1", o->lda_frames), 1;
+  if (o->combine_frames < 1 || o->prior_subset_size < 1)
+    return snprintf(msg, n, "--combine-frames and --prior-subset-size must be >= 1"), 1;
+  if (o->lda_frames < 1)
+    return snprintf(msg, n, "--lda-frames=%" PRId64 " must be >= 1", o->lda_frames), 1;
   return 0;
 }
 
@@ -104,7 +122,8 @@ void ngt_coord_make_signature(ngt_train_ctx *c) {
   s->preconditioner = hash_text(o->preconditioner);
   s->config = hash_text(c->net->config_text);
   double h = 0;
-  for (int i = 0; i < c->n_paths; i++) h = fmod(h * 31.0 + hash_text(c->paths[i]), 9007199254740881.0);
+  for (int i = 0; i < c->n_paths; i++)
+    h = fmod(h * 31.0 + hash_text(c->paths[i]), 9007199254740881.0);
   s->train = h;
   s->bmuf = c->ch.averaging == NGT_AVERAGING_BMUF;
   s->data_placement = c->ch.placement;
@@ -136,13 +155,15 @@ void ngt_coord_check_placement(ngt_train_ctx *c) {
     for (int i = 0; i < c->n_paths; i++) {
       if (i % c->W < j1) continue;
       if (len < sizeof names - 80)
-        len += (size_t)snprintf(names + len, sizeof names - len, "%s'%s'", n ? ", " : "", c->paths[i]);
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s'%s'", n ? ", " : "",
+                                c->paths[i]);
       else if (len < sizeof names - 5)
         len += (size_t)snprintf(names + len, sizeof names - len, ", ...");
       n++;
     }
     char msg[1024];
-    snprintf(msg, sizeof msg, "--data-placement=local with --num-jobs-final=%d below the %d "
+    snprintf(msg, sizeof msg,
+             "--data-placement=local with --num-jobs-final=%d below the %d "
              "workers: workers %d..%d never run a job, so %d shard(s) would never be read: %s. "
              "Use --data-placement=shared (shards on a filesystem every rank sees: Kaldi's "
              "round-robin reads every frame), or --num-jobs-final=%d, or mpirun -np %d",
@@ -157,17 +178,20 @@ void ngt_coord_check_placement(ngt_train_ctx *c) {
   for (int w = 0; w < c->W; w++) {
     int64_t Tw = 0;
     for (int i = w; i < c->n_paths; i += c->W) Tw += c->shard_frames[i];
-    passes[w] = Tw > 0 ? (double)active_iters(c, w) * (double)c->o->samples_per_iter / (double)Tw : 0;
+    passes[w] = Tw > 0 ? (double)active_iters(c, w) * (double)c->o->samples_per_iter / (double)Tw
+                       : 0;
     if (passes[w] < lo) lo = passes[w];
     if (passes[w] > hi) hi = passes[w];
     if (len < sizeof list - 24)
-      len += (size_t)snprintf(list + len, sizeof list - len, "%sworker %d %.2f", w ? ", " : "", w, passes[w]);
+      len += (size_t)snprintf(list + len, sizeof list - len, "%sworker %d %.2f", w ? ", " : "", w,
+                              passes[w]);
   }
   if (hi > 1.1 * lo)
-    NGT_LOG(NGT_WARN, "--data-placement=local reads the data unevenly (job ramp %d -> %d, shard "
+    NGT_LOG(NGT_WARN,
+            "--data-placement=local reads the data unevenly (job ramp %d -> %d, shard "
             "sizes): expected passes over each worker's own shards: %s (wanted %.2f each). Use "
-            "--data-placement=shared for Kaldi's even round-robin", c->sched.jobs_initial, j1, list,
-            c->o->num_epochs);
+            "--data-placement=shared for Kaldi's even round-robin",
+            c->sched.jobs_initial, j1, list, c->o->num_epochs);
   free(passes);
 }
 
@@ -192,20 +216,25 @@ void ngt_coord_print_coverage(const ngt_train_ctx *c) {
       int64_t Tw = 0;
       for (int i = w; i < S; i += c->W) Tw += c->shard_frames[i];
       double f = (double)active_iters(c, w) * (double)c->o->samples_per_iter;
-      for (int i = w; i < S; i += c->W) fr[i] = Tw > 0 ? f * (double)c->shard_frames[i] / (double)Tw : 0;
+      for (int i = w; i < S; i += c->W)
+        fr[i] = Tw > 0 ? f * (double)c->shard_frames[i] / (double)Tw : 0;
     }
   }
-  for (int i = 0; i < S; i++) fr[i] = c->shard_frames[i] > 0 ? fr[i] / (double)c->shard_frames[i] : 0;
+  for (int i = 0; i < S; i++)
+    fr[i] = c->shard_frames[i] > 0 ? fr[i] / (double)c->shard_frames[i] : 0;
   qsort(fr, (size_t)S, sizeof(double), cmp_double);
   double med = S % 2 ? fr[S / 2] : 0.5 * (fr[S / 2 - 1] + fr[S / 2]);
   if (c->arch)
-    NGT_LOG(NGT_INFO, "data coverage: passes over the data per shard: min %.3f, median %.3f, "
+    NGT_LOG(NGT_INFO,
+            "data coverage: passes over the data per shard: min %.3f, median %.3f, "
             "max %.3f (%d shard(s); %" PRId64 " archive reads of %" PRId64 " archives; "
-            "--num-epochs=%g)", fr[0], med, fr[S - 1], S, reads, c->num_archives, c->o->num_epochs);
+            "--num-epochs=%g)",
+            fr[0], med, fr[S - 1], S, reads, c->num_archives, c->o->num_epochs);
   else
-    NGT_LOG(NGT_INFO, "data coverage: passes over the data per shard (expected, local placement): "
-            "min %.3f, median %.3f, max %.3f (%d shard(s); --num-epochs=%g)", fr[0], med,
-            fr[S - 1], S, c->o->num_epochs);
+    NGT_LOG(NGT_INFO,
+            "data coverage: passes over the data per shard (expected, local placement): "
+            "min %.3f, median %.3f, max %.3f (%d shard(s); --num-epochs=%g)",
+            fr[0], med, fr[S - 1], S, c->o->num_epochs);
   free(fr);
 }
 
@@ -216,7 +245,10 @@ static void truncate_metrics(const char *path, int keep) {
   char tmp[4096];
   ngt_tmp_path(path, tmp, sizeof tmp);
   FILE *g = fopen(tmp, "w");
-  if (!g) { fclose(f); return; }
+  if (!g) {
+    fclose(f);
+    return;
+  }
   char line[8192];
   while (fgets(line, sizeof line, f)) {
     const char *p = strstr(line, "\"iter\":");
@@ -236,7 +268,8 @@ int ngt_coord_open_run(ngt_train_ctx *c, int *finished) {
   *finished = 0;
   if (c->rank == 0) {
     if (ngt_mkdir_p(o->dir, &err)) {
-      code = err.code; snprintf(msg, sizeof msg, "--dir: %s", err.msg);
+      code = err.code;
+      snprintf(msg, sizeof msg, "--dir: %s", err.msg);
     } else {
       int nt = ngt_checkpoint_remove_stale_tmp(o->dir);
       if (nt > 0)
@@ -246,13 +279,18 @@ int ngt_coord_open_run(ngt_train_ctx *c, int *finished) {
       ngt_train_state_init(&got);
       int k = ngt_checkpoint_load_latest(o->dir, &c->st, c->net, &got, &err);
       if (err.code) {
-        code = err.code; snprintf(msg, sizeof msg, "%s", err.msg);
+        code = err.code;
+        snprintf(msg, sizeof msg, "%s", err.msg);
       } else if (k >= 0) {
         start = k;
         memcpy(c->st.positions, got.positions, sizeof(int64_t) * (size_t)c->W);
-        if (c->ng_doubles) memcpy(c->st.ngstate, got.ngstate, sizeof(double) * c->W * c->ng_doubles);
+        if (c->ng_doubles)
+          memcpy(c->st.ngstate, got.ngstate, sizeof(double) * c->W * c->ng_doubles);
         if (c->st.bmuf_n) memcpy(c->st.bmuf_delta, got.bmuf_delta, sizeof(float) * c->st.bmuf_n);
-        if (got.have_pending) { c->st.pending = got.pending; c->st.have_pending = 1; }
+        if (got.have_pending) {
+          c->st.pending = got.pending;
+          c->st.have_pending = 1;
+        }
         char fp[4096];
         snprintf(fp, sizeof fp, "%s/final.h5", o->dir);
         if (k >= c->sched.num_iters && access(fp, F_OK) == 0) *finished = 1;
@@ -269,14 +307,18 @@ int ngt_coord_open_run(ngt_train_ctx *c, int *finished) {
   *finished = st2[1];
   if (*finished) {
     if (c->rank == 0)
-      NGT_LOG(NGT_INFO, "%s already holds a finished run (final.h5); nothing to do. Use a new "
-              "--dir to train again.", o->dir);
+      NGT_LOG(NGT_INFO,
+              "%s already holds a finished run (final.h5); nothing to do. Use a new "
+              "--dir to train again.",
+              o->dir);
     return start;
   }
   if (c->rank == 0) {
     char mp[4096];
     snprintf(mp, sizeof mp, "%s/metrics.jsonl", o->dir);
-    if (start > 0) truncate_metrics(mp, start - 1); else unlink(mp);
+    if (start > 0) truncate_metrics(mp, start - 1);
+    else
+      unlink(mp);
     c->metrics = fopen(mp, "a");
     if (!c->metrics) NGT_LOG(NGT_WARN, "cannot open '%s' for metrics: %s", mp, strerror(errno));
     c->progress = o->progress < 0 ? isatty(2) : o->progress;
@@ -287,33 +329,43 @@ int ngt_coord_open_run(ngt_train_ctx *c, int *finished) {
 void ngt_coord_print_startup(const ngt_train_ctx *c) {
   if (c->rank != 0) return;
   const ngt_train_opts *o = c->o;
-  NGT_LOG(NGT_INFO, "ngtrain: %d rank(s): %s; %d worker(s), %d training shard(s), %" PRId64 " frames",
+  NGT_LOG(NGT_INFO,
+          "ngtrain: %d rank(s): %s; %d worker(s), %d training shard(s), %" PRId64 " frames",
           c->size, c->size == 1 ? "one process is coordinator and worker" : "rank 0 coordinates",
           c->W, c->n_paths, c->total_frames);
-  NGT_LOG(NGT_INFO, "network: %d components, %zu parameters, input %d x (%d+%d+1) = %d, %d classes",
+  NGT_LOG(NGT_INFO,
+          "network: %d components, %zu parameters, input %d x (%d+%d+1) = %d, %d classes",
           c->net->num_comps, c->net->num_params, c->net->feat_dim, c->net->ctx_left,
           c->net->ctx_right, c->net->input_dim, c->net->num_classes);
-  NGT_LOG(NGT_INFO, "schedule: %d iterations, %.2f epochs, jobs %d -> %d, effective lrate %g -> %g, "
+  NGT_LOG(NGT_INFO,
+          "schedule: %d iterations, %.2f epochs, jobs %d -> %d, effective lrate %g -> %g, "
           "%" PRId64 " frames per job per iteration, minibatch %d",
           c->sched.num_iters, o->num_epochs, c->sched.jobs_initial, c->sched.jobs_final,
           o->initial_effective_lrate, o->final_effective_lrate,
           c->num_archives ? c->total_frames / c->num_archives : o->samples_per_iter,
           o->minibatch_size);
   if (c->num_archives)
-    NGT_LOG(NGT_INFO, "data: shared placement: the %d shard(s) are cut into A = %" PRId64
-            " archives of about %" PRId64 " frames (whole utterances, a new cut each epoch); job j "
+    NGT_LOG(NGT_INFO,
+            "data: shared placement: the %d shard(s) are cut into A = %" PRId64
+            " archives of about %" PRId64
+            " frames (whole utterances, a new cut each epoch); job j "
             "of iteration i reads archive (p_i + j) mod A, p_i = archives handed out before "
             "(Kaldi), so every frame is read %g times; every rank reads every shard",
             c->n_paths, c->num_archives, c->total_frames / c->num_archives, o->num_epochs);
   else
-    NGT_LOG(NGT_INFO, "data: local placement: worker w reads its own shards w, w+%d, ... "
-            "(%" PRId64 " frames per job per iteration)", c->W, o->samples_per_iter);
-  NGT_LOG(NGT_INFO, "optimizer: %s, max-param-change %g, averaging %s; BLAS %s kernels, %d thread(s) "
+    NGT_LOG(NGT_INFO,
+            "data: local placement: worker w reads its own shards w, w+%d, ... "
+            "(%" PRId64 " frames per job per iteration)",
+            c->W, o->samples_per_iter);
+  NGT_LOG(NGT_INFO,
+          "optimizer: %s, max-param-change %g, averaging %s; BLAS %s kernels, %d thread(s) "
           "per rank; HDF5 file locking: %s",
           c->ch.precond == NGT_PRECOND_NONE     ? "plain SGD"
-          : c->ch.precond == NGT_PRECOND_SIMPLE ? "simple NG-SGD" : "online NG-SGD",
-          (double)o->max_param_change, c->ch.averaging == NGT_AVERAGING_BMUF ? "BMUF" : "model average",
-          ngt_blas_corename(), ngt_blas_get_threads(), ngt_hdf5_locking());
+          : c->ch.precond == NGT_PRECOND_SIMPLE ? "simple NG-SGD"
+                                                : "online NG-SGD",
+          (double)o->max_param_change,
+          c->ch.averaging == NGT_AVERAGING_BMUF ? "BMUF" : "model average", ngt_blas_corename(),
+          ngt_blas_get_threads(), ngt_hdf5_locking());
   char eng[512];
   ngt_engine_describe(eng, sizeof eng);
   NGT_LOG(NGT_INFO, "compute: %s", eng);
@@ -325,10 +377,12 @@ void ngt_coord_load_frames(ngt_train_ctx *c) {
   int code = 0;
   char msg[1024] = "";
   if (c->rank == 0) {
-    int64_t want = o->combine_frames > o->prior_subset_size ? o->combine_frames : o->prior_subset_size;
+    int64_t want = o->combine_frames > o->prior_subset_size ? o->combine_frames
+                                                            : o->prior_subset_size;
     if (ngt_frameset_load((const char *const *)c->paths, c->n_paths, want,
                           ngt_rng_mix(o->seed, 77), &c->subset, &err)) {
-      code = err.code; snprintf(msg, sizeof msg, "%s", err.msg);
+      code = err.code;
+      snprintf(msg, sizeof msg, "%s", err.msg);
     }
     if (!code && o->valid) {
       char **vp = NULL;
@@ -336,7 +390,8 @@ void ngt_coord_load_frames(ngt_train_ctx *c) {
       if (ngt_glob_paths(o->valid, &vp, &nv, &err) ||
           ngt_frameset_load((const char *const *)vp, nv, o->valid_frames, ngt_rng_mix(o->seed, 78),
                             &c->valid, &err) ||
-          ngt_check_model_data(c->net, c->valid->feat_dim, c->valid->num_classes, "--valid", &err)) {
+          ngt_check_model_data(c->net, c->valid->feat_dim, c->valid->num_classes, "--valid",
+                               &err)) {
         code = err.code ? err.code : NGT_EINVAL;
         snprintf(msg, sizeof msg, "--valid=%s: %s", o->valid, err.msg);
       }
@@ -374,9 +429,11 @@ void ngt_coord_compute_transform(ngt_train_ctx *c) {
       code = rc;
       snprintf(msg, sizeof msg, "--input-transform=%s: %s", o->input_transform, err.msg);
     } else if (type == NGT_TRANSFORM_LDA) {
-      NGT_LOG(NGT_INFO, "input transform: LDA on %.0f frames, %d classes seen, between-class "
-              "variance %.3g .. %.3g, %d singular values ceiled%s", st.buf[0],
-              info.num_classes_seen, info.max_between, info.min_between, info.num_ceiled,
+      NGT_LOG(NGT_INFO,
+              "input transform: LDA on %.0f frames, %d classes seen, between-class "
+              "variance %.3g .. %.3g, %d singular values ceiled%s",
+              st.buf[0], info.num_classes_seen, info.max_between, info.min_between,
+              info.num_ceiled,
               info.used_fallback ? " (singular within-class covariance: regularised)" : "");
     } else {
       NGT_LOG(NGT_INFO, "input transform: CMVN on %.0f frames", st.buf[0]);
@@ -438,36 +495,42 @@ static void evaluate_current(ngt_train_ctx *c, ngt_eval_result *v) {
   if (ngt_evaluate(c->net, fs, 512, NULL, v, &err)) ngt_train_fail_local(err.msg);
 }
 
-static void log_iteration(ngt_train_ctx *c, const ngt_train_metrics *pm, const ngt_eval_result *v) {
+static void log_iteration(ngt_train_ctx *c, const ngt_train_metrics *pm,
+                          const ngt_eval_result *v) {
   int it = (int)pm->iter;
   const char *vname = c->valid ? "valid" : "train-subset";
   double fps = pm->seconds > 0 ? pm->frames / pm->seconds : 0.0;
   NGT_LOG(NGT_INFO,
           "iter %*d/%d epoch %5.2f jobs %d lr %.3g | train obj %.4f acc %.2f%% | %s obj %.4f "
           "acc %.2f%% | %.0f frames/s %.1fs (avg %.3fs) max-change %.1f%%%s",
-          (int)(c->sched.num_iters >= 1000 ? 4 : c->sched.num_iters >= 100 ? 3 : 2), it,
-          c->sched.num_iters, pm->epoch, (int)pm->jobs, pm->lr,
+          (int)(c->sched.num_iters >= 1000  ? 4
+                : c->sched.num_iters >= 100 ? 3
+                                            : 2),
+          it, c->sched.num_iters, pm->epoch, (int)pm->jobs, pm->lr,
           pm->frames > 0 ? pm->objective : NAN, 100 * pm->accuracy, vname, v->objective,
           100 * v->accuracy, fps, pm->seconds, pm->avg_s, 100 * pm->max_change,
           pm->refused > 0 ? " (some steps refused: non-finite)" : "");
   if (c->metrics) {
-    fprintf(c->metrics,
-            "{\"iter\":%d,\"epoch\":%.4f,\"jobs\":%d,\"accepted\":%d,\"lr\":%.6g,"
-            "\"train_objective\":%.6f,\"train_accuracy\":%.6f,\"valid_objective\":%.6f,"
-            "\"valid_accuracy\":%.6f,\"valid_set\":\"%s\",\"frames\":%.0f,\"frames_per_sec\":%.1f,"
-            "\"seconds\":%.4f,\"compute_s\":%.4f,\"data_wait_s\":%.4f,\"comm_s\":%.4f,"
-            "\"avg_s\":%.4f,\"max_change_pct\":%.3f,\"max_param_change_pct\":%.3f,\"refused\":%.0f",
-            it, pm->epoch, (int)pm->jobs, (int)pm->accepted, pm->lr, pm->objective, pm->accuracy,
-            v->objective, v->accuracy, vname, pm->frames, fps, pm->seconds, pm->compute_s,
-            pm->data_wait_s, pm->comm_s, pm->avg_s, 100 * pm->max_change,
-            100 * pm->max_param_change, pm->refused);
+    fprintf(
+        c->metrics,
+        "{\"iter\":%d,\"epoch\":%.4f,\"jobs\":%d,\"accepted\":%d,\"lr\":%.6g,"
+        "\"train_objective\":%.6f,\"train_accuracy\":%.6f,\"valid_objective\":%.6f,"
+        "\"valid_accuracy\":%.6f,\"valid_set\":\"%s\",\"frames\":%.0f,\"frames_per_sec\":%.1f,"
+        "\"seconds\":%.4f,\"compute_s\":%.4f,\"data_wait_s\":%.4f,\"comm_s\":%.4f,"
+        "\"avg_s\":%.4f,\"max_change_pct\":%.3f,\"max_param_change_pct\":%.3f,\"refused\":%.0f",
+        it, pm->epoch, (int)pm->jobs, (int)pm->accepted, pm->lr, pm->objective, pm->accuracy,
+        v->objective, v->accuracy, vname, pm->frames, fps, pm->seconds, pm->compute_s,
+        pm->data_wait_s, pm->comm_s, pm->avg_s, 100 * pm->max_change, 100 * pm->max_param_change,
+        pm->refused);
     if (c->num_archives) {
       /* which archive each job read: job j read (p_i + j) mod A, in epoch (p_i + j) div A */
       const int64_t p = ngt_schedule_processed(&c->sched, it), A = c->num_archives;
       fprintf(c->metrics, ",\"archives\":[");
-      for (int j = 0; j < (int)pm->jobs; j++) fprintf(c->metrics, "%s%" PRId64, j ? "," : "", (p + j) % A);
+      for (int j = 0; j < (int)pm->jobs; j++)
+        fprintf(c->metrics, "%s%" PRId64, j ? "," : "", (p + j) % A);
       fprintf(c->metrics, "],\"archive_epochs\":[");
-      for (int j = 0; j < (int)pm->jobs; j++) fprintf(c->metrics, "%s%" PRId64, j ? "," : "", (p + j) / A);
+      for (int j = 0; j < (int)pm->jobs; j++)
+        fprintf(c->metrics, "%s%" PRId64, j ? "," : "", (p + j) / A);
       fprintf(c->metrics, "]");
     }
     fprintf(c->metrics, "}\n");
@@ -550,16 +613,33 @@ void ngt_coord_record(ngt_train_ctx *c, const ngt_iter_header *h, const ngt_work
     const ngt_worker_stats *s = &all[r];
     if (!s->active) continue;
     nact++;
-    obj += s->obj; fr += s->frames; cor += s->correct; tc += s->t_compute; td += s->t_data;
-    mc += (double)s->comp_clipped; mcs += (double)s->comp_steps; gc += (double)s->global_clipped;
-    steps += (double)s->steps; ref += (double)s->refused;
+    obj += s->obj;
+    fr += s->frames;
+    cor += s->correct;
+    tc += s->t_compute;
+    td += s->t_data;
+    mc += (double)s->comp_clipped;
+    mcs += (double)s->comp_steps;
+    gc += (double)s->global_clipped;
+    steps += (double)s->steps;
+    ref += (double)s->refused;
   }
   ngt_train_metrics *pm = &c->st.pending;
-  pm->iter = h->iter; pm->jobs = h->jobs; pm->lr = h->lr;
-  pm->objective = fr > 0 ? obj / fr : 0; pm->accuracy = fr > 0 ? cor / fr : 0; pm->frames = fr;
-  pm->seconds = seconds; pm->compute_s = nact ? tc / nact : 0; pm->data_wait_s = nact ? td / nact : 0;
-  pm->comm_s = comm; pm->avg_s = t_avg; pm->max_change = mcs > 0 ? mc / mcs : 0;
-  pm->max_param_change = steps > 0 ? gc / steps : 0; pm->refused = ref; pm->accepted = n_acc;
+  pm->iter = h->iter;
+  pm->jobs = h->jobs;
+  pm->lr = h->lr;
+  pm->objective = fr > 0 ? obj / fr : 0;
+  pm->accuracy = fr > 0 ? cor / fr : 0;
+  pm->frames = fr;
+  pm->seconds = seconds;
+  pm->compute_s = nact ? tc / nact : 0;
+  pm->data_wait_s = nact ? td / nact : 0;
+  pm->comm_s = comm;
+  pm->avg_s = t_avg;
+  pm->max_change = mcs > 0 ? mc / mcs : 0;
+  pm->max_param_change = steps > 0 ? gc / steps : 0;
+  pm->refused = ref;
+  pm->accepted = n_acc;
   pm->epoch = ngt_schedule_epoch(&c->sched, h->iter + 1);
   c->st.have_pending = 1;
 }
@@ -571,8 +651,9 @@ static void final_combination(ngt_train_ctx *c) {
   const ngt_train_opts *o = c->o;
   ngt_err err = {0};
   const int I = c->sched.num_iters;
-  int K = o->do_final_combination ? ngt_schedule_combine_count(&c->sched, o->max_models_combine) : 1;
-  ngt_nnet *avg = ngt_nnet_copy(c->net);  /* model_I */
+  int K = o->do_final_combination ? ngt_schedule_combine_count(&c->sched, o->max_models_combine)
+                                  : 1;
+  ngt_nnet *avg = ngt_nnet_copy(c->net); /* model_I */
   ngt_nnet *best = ngt_nnet_copy(c->net);
   ngt_eval_result r;
   if (ngt_evaluate(avg, c->subset, 512, NULL, &r, &err)) ngt_train_fail_local(err.msg);
@@ -583,12 +664,14 @@ static void final_combination(ngt_train_ctx *c) {
     ngt_checkpoint_path(o->dir, I - n + 1, path, sizeof path);
     ngt_nnet *m = NULL;
     if (ngt_nnet_load(path, &m, &err)) {
-      NGT_LOG(NGT_WARN, "combination: cannot read '%s' (%s); combining %d models", path, err.msg, n - 1);
+      NGT_LOG(NGT_WARN, "combination: cannot read '%s' (%s); combining %d models", path, err.msg,
+              n - 1);
       break;
     }
     /* avg_n = ((n-1)/n) avg_{n-1} + (1/n) model_n */
     float a = (float)(n - 1) / (float)n, b = 1.0f / (float)n;
-    for (size_t i = 0; i < avg->num_params; i++) avg->params[i] = a * avg->params[i] + b * m->params[i];
+    for (size_t i = 0; i < avg->num_params; i++)
+      avg->params[i] = a * avg->params[i] + b * m->params[i];
     ngt_nnet_free(m);
     if ((n - 1) % every == 0 || n == K) {
       if (ngt_evaluate(avg, c->subset, 512, NULL, &r, &err)) ngt_train_fail_local(err.msg);
@@ -601,8 +684,10 @@ static void final_combination(ngt_train_ctx *c) {
       }
     }
   }
-  NGT_LOG(NGT_INFO, "final combination: averaged the %d newest of %d candidate models "
-          "(train-subset objective %.4f)", best_n, K, best_obj);
+  NGT_LOG(NGT_INFO,
+          "final combination: averaged the %d newest of %d candidate models "
+          "(train-subset objective %.4f)",
+          best_n, K, best_obj);
   memcpy(c->net->params, best->params, sizeof(float) * best->num_params);
   ngt_nnet_free(avg);
   ngt_nnet_free(best);
@@ -630,8 +715,10 @@ void ngt_coord_finish(ngt_train_ctx *c, int stopped_early, int stop_iter) {
   if (stopped_early) {
     write_checkpoint(c, stop_iter);
     log_pending(c);
-    NGT_LOG(NGT_INFO, "stopped after iteration %d as asked (--stop-after); rerun the same "
-            "command to resume", stop_iter);
+    NGT_LOG(NGT_INFO,
+            "stopped after iteration %d as asked (--stop-after); rerun the same "
+            "command to resume",
+            stop_iter);
     return;
   }
   write_checkpoint(c, c->sched.num_iters);
@@ -644,7 +731,8 @@ void ngt_coord_finish(ngt_train_ctx *c, int stopped_early, int stop_iter) {
   if (ngt_nnet_save(c->net, fp, NULL, 0, &err)) ngt_train_fail_local(err.msg);
   ngt_eval_result v;
   evaluate_current(c, &v);
-  NGT_LOG(NGT_INFO, "wrote %s: %s objective %.4f, frame accuracy %.2f%% (%" PRId64
-          " frames); %.1f s in all", fp, c->valid ? "validation" : "train-subset",
-          v.objective, 100 * v.accuracy, v.frames, ngt_now() - c->t_start);
+  NGT_LOG(NGT_INFO,
+          "wrote %s: %s objective %.4f, frame accuracy %.2f%% (%" PRId64 " frames); %.1f s in all",
+          fp, c->valid ? "validation" : "train-subset", v.objective, 100 * v.accuracy, v.frames,
+          ngt_now() - c->t_start);
 }

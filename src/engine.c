@@ -23,12 +23,15 @@ static int g_threads = 1;
 
 int ngt_precision_parse(const char *s, int *out, ngt_err *err) {
   if (s && !strcmp(s, "auto")) *out = NGT_PREC_AUTO;
-  else if (s && !strcmp(s, "fp32")) *out = NGT_PREC_FP32;
-  else if (s && !strcmp(s, "bf16")) *out = NGT_PREC_BF16;
+  else if (s && !strcmp(s, "fp32"))
+    *out = NGT_PREC_FP32;
+  else if (s && !strcmp(s, "bf16"))
+    *out = NGT_PREC_BF16;
   else
     return ngt_err_set(err, NGT_EINVAL,
                        "--precision=%s: use auto (bf16 where the CPU has native bf16 dot "
-                       "products, else fp32), fp32 or bf16", s ? s : "");
+                       "products, else fp32), fp32 or bf16",
+                       s ? s : "");
   return 0;
 }
 
@@ -92,14 +95,15 @@ int ngt_omp_threads(void) {
 }
 
 int ngt_engine_setup(int precision, int threads, ngt_err *err) {
-  if (threads < 1)
-    return ngt_err_set(err, NGT_EINVAL, "--num-threads=%d must be >= 1", threads);
+  if (threads < 1) return ngt_err_set(err, NGT_EINVAL, "--num-threads=%d must be >= 1", threads);
   const char *why = ngt_engine_bf16_unavailable();
   int p = precision;
   if (p == NGT_PREC_AUTO) p = why ? NGT_PREC_FP32 : NGT_PREC_BF16;
   if (p == NGT_PREC_BF16 && why)
-    return ngt_err_set(err, NGT_EINVAL, "--precision=bf16 cannot run here: %s (use "
-                       "--precision=fp32 or auto)", why);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "--precision=bf16 cannot run here: %s (use "
+                       "--precision=fp32 or auto)",
+                       why);
   if (p != NGT_PREC_FP32 && p != NGT_PREC_BF16)
     return ngt_err_set(err, NGT_EINVAL, "unknown precision %d", precision);
   g_requested = precision;
@@ -137,7 +141,10 @@ void ngt_engine_describe(char *buf, size_t n) {
 /* ------------------------------------------------------------------ bf16 conversion */
 
 static inline uint16_t f2bf(float x) {
-  union { float f; uint32_t u; } v = {x};
+  union {
+    float f;
+    uint32_t u;
+  } v = {x};
   uint32_t u = v.u;
   uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   uint32_t q = (u >> 16) | 0x40u; /* quiet NaN */
@@ -146,8 +153,8 @@ static inline uint16_t f2bf(float x) {
 
 /* One row with the CPU's own conversion (VCVTNE2PS2BF16: round to nearest even, NaN
  * quiet; fp32 denormals flush to zero). Only called where the CPU has avx512_bf16. */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-void ngt_bf16_row_avx512(uint16_t *d, const float *s, int n, float scale) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void ngt_bf16_row_avx512(
+    uint16_t *d, const float *s, int n, float scale) {
   int j = 0;
   if (scale == 1.0f) {
     for (; j + 32 <= n; j += 32) {
@@ -183,8 +190,7 @@ void ngt_bf16_from_f32(uint16_t *dst, int ldd, const float *src, int lds, int ro
   for (int i = 0; i < rows; i++) {
     const float *s = src + (size_t)i * (size_t)lds;
     uint16_t *d = dst + (size_t)i * (size_t)ldd;
-    if (fast)
-      ngt_bf16_row_avx512(d, s, cols, scale);
+    if (fast) ngt_bf16_row_avx512(d, s, cols, scale);
     else if (scale == 1.0f)
       for (int j = 0; j < cols; j++) d[j] = f2bf(s[j]);
     else
@@ -195,7 +201,10 @@ void ngt_bf16_from_f32(uint16_t *dst, int ldd, const float *src, int lds, int ro
 void ngt_bf16_to_f32(float *dst, int ldd, const uint16_t *src, int lds, int rows, int cols) {
   for (int i = 0; i < rows; i++)
     for (int j = 0; j < cols; j++) {
-      union { uint32_t u; float f; } v = {(uint32_t)src[(size_t)i * (size_t)lds + (size_t)j] << 16};
+      union {
+        uint32_t u;
+        float f;
+      } v = {(uint32_t)src[(size_t)i * (size_t)lds + (size_t)j] << 16};
       dst[(size_t)i * (size_t)ldd + (size_t)j] = v.f;
     }
 }
@@ -237,8 +246,16 @@ static prim_entry *get_prim(int ta, int tb, int m, int n, int k, int lda, int ld
   }
   prim_entry *e = &g_cache[g_ncache];
   memset(e, 0, sizeof *e);
-  e->m = m; e->n = n; e->k = k; e->ta = ta; e->tb = tb;
-  e->lda = lda; e->ldb = ldb; e->ldc = ldc; e->bias = bias; e->acc = acc;
+  e->m = m;
+  e->n = n;
+  e->k = k;
+  e->ta = ta;
+  e->tb = tb;
+  e->lda = lda;
+  e->ldb = ldb;
+  e->ldc = ldc;
+  e->bias = bias;
+  e->acc = acc;
   dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
   dnnl_dims_t ad = {m, k}, as = {ta ? 1 : lda, ta ? lda : 1};
   dnnl_dims_t bd = {k, n}, bs = {tb ? 1 : ldb, tb ? ldb : 1};
@@ -267,8 +284,8 @@ static prim_entry *get_prim(int ta, int tb, int m, int n, int k, int lda, int ld
   if (getenv("NGT_ENGINE_VERBOSE")) {
     const char *impl = NULL;
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-    fprintf(stderr, "engine: matmul m=%d n=%d k=%d ta=%d tb=%d bias=%d acc=%d ldc=%d: %s\n", m,
-            n, k, ta, tb, bias, acc, ldc, impl ? impl : "?");
+    fprintf(stderr, "engine: matmul m=%d n=%d k=%d ta=%d tb=%d bias=%d acc=%d ldc=%d: %s\n", m, n,
+            k, ta, tb, bias, acc, ldc, impl ? impl : "?");
   }
   dnnl_primitive_desc_destroy(pd);
   dnnl_check(dnnl_memory_create(&e->src, &a_md, g_eng, DNNL_MEMORY_NONE), "memory");
@@ -302,8 +319,10 @@ void ngt_gemm_bf16_beta(int ta, int tb, int m, int n, int k, const uint16_t *A, 
   if (k == 0) {
     for (int i = 0; i < m; i++)
       for (int j = 0; j < n; j++)
-        C[(size_t)i * (size_t)ldc + (size_t)j] =
-            (beta != 0.0f ? C[(size_t)i * (size_t)ldc + (size_t)j] : 0.0f) + (bias ? bias[j] : 0.0f);
+        C[(size_t)i * (size_t)ldc + (size_t)j] = (beta != 0.0f
+                                                      ? C[(size_t)i * (size_t)ldc + (size_t)j]
+                                                      : 0.0f) +
+                                                 (bias ? bias[j] : 0.0f);
     return;
   }
   prim_entry *e = get_prim(ta ? 1 : 0, tb ? 1 : 0, m, n, k, lda, ldb, ldc, bias != NULL,
@@ -311,14 +330,27 @@ void ngt_gemm_bf16_beta(int ta, int tb, int m, int n, int k, const uint16_t *A, 
   dnnl_memory_set_data_handle(e->src, (void *)A);
   dnnl_memory_set_data_handle(e->wei, (void *)B);
   dnnl_memory_set_data_handle(e->dst, C);
-  dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei},
-                             {DNNL_ARG_DST, e->dst}, {DNNL_ARG_BIAS, e->bia}};
+  dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src},
+                             {DNNL_ARG_WEIGHTS, e->wei},
+                             {DNNL_ARG_DST, e->dst},
+                             {DNNL_ARG_BIAS, e->bia}};
   if (bias) dnnl_memory_set_data_handle(e->bia, (void *)bias);
   dnnl_check(dnnl_primitive_execute(e->prim, g_stream, bias ? 4 : 3, args), "matmul execute");
   dnnl_check(dnnl_stream_wait(g_stream), "stream wait");
 #else
-  (void)ta; (void)tb; (void)m; (void)n; (void)k; (void)A; (void)lda; (void)B; (void)ldb;
-  (void)bias; (void)C; (void)ldc; (void)beta;
+  (void)ta;
+  (void)tb;
+  (void)m;
+  (void)n;
+  (void)k;
+  (void)A;
+  (void)lda;
+  (void)B;
+  (void)ldb;
+  (void)bias;
+  (void)C;
+  (void)ldc;
+  (void)beta;
   ngt_die("bf16 GEMM requested but this build has no oneDNN");
 #endif
 }

@@ -10,12 +10,13 @@ int ngt_check_model_data(const ngt_nnet *net, int feat_dim, int num_classes, con
   if (feat_dim != net->feat_dim)
     return ngt_err_set(err, NGT_EFORMAT,
                        "%s has feat_dim=%d but the network's input line says dim=%d "
-                       "(use data and a config that agree)", what, feat_dim, net->feat_dim);
+                       "(use data and a config that agree)",
+                       what, feat_dim, net->feat_dim);
   if (num_classes != net->num_classes)
     return ngt_err_set(err, NGT_EFORMAT,
                        "%s has num_classes=%d but the network's output line says dim=%d "
-                       "(set 'output dim=%d' in the config)", what, num_classes,
-                       net->num_classes, num_classes);
+                       "(set 'output dim=%d' in the config)",
+                       what, num_classes, net->num_classes, num_classes);
   return 0;
 }
 

@@ -35,8 +35,8 @@ int ngt_commit_tmp(const char *tmp, const char *path, ngt_err *err) {
   if (rename(tmp, path) != 0) {
     int e = errno;
     unlink(tmp);
-    return ngt_err_set(err, NGT_EIO, "cannot write '%s': rename from '%s' failed: %s", path,
-                       tmp, strerror(e));
+    return ngt_err_set(err, NGT_EIO, "cannot write '%s': rename from '%s' failed: %s", path, tmp,
+                       strerror(e));
   }
   char *copy = strdup(path);
   if (copy) {
@@ -60,23 +60,36 @@ int ngt_read_text_file(const char *path, char **out, ngt_err *err) {
   if (!f) return ngt_err_set(err, NGT_EIO, "cannot open '%s': %s", path, strerror(errno));
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
-  if (!buf) { fclose(f); return ngt_err_set(err, NGT_ENOMEM, "out of memory reading '%s'", path); }
+  if (!buf) {
+    fclose(f);
+    return ngt_err_set(err, NGT_ENOMEM, "out of memory reading '%s'", path);
+  }
   size_t got;
   while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
     n += got;
     if (n + 1 >= cap) {
       if (cap > ((size_t)1 << 30)) {
-        free(buf); fclose(f);
-        return ngt_err_set(err, NGT_EFORMAT, "'%s' is larger than 1 GiB; is it really a text file?", path);
+        free(buf);
+        fclose(f);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "'%s' is larger than 1 GiB; is it really a text file?", path);
       }
       char *nb = realloc(buf, cap * 2);
-      if (!nb) { free(buf); fclose(f); return ngt_err_set(err, NGT_ENOMEM, "out of memory reading '%s'", path); }
-      buf = nb; cap *= 2;
+      if (!nb) {
+        free(buf);
+        fclose(f);
+        return ngt_err_set(err, NGT_ENOMEM, "out of memory reading '%s'", path);
+      }
+      buf = nb;
+      cap *= 2;
     }
   }
   int bad = ferror(f);
   fclose(f);
-  if (bad) { free(buf); return ngt_err_set(err, NGT_EIO, "error reading '%s'", path); }
+  if (bad) {
+    free(buf);
+    return ngt_err_set(err, NGT_EIO, "error reading '%s'", path);
+  }
   buf[n] = '\0';
   *out = buf;
   return 0;

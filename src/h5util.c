@@ -73,7 +73,8 @@ int ngt_h5_attr_write_int(hid_t obj, const char *name, int v, const char *file, 
 int ngt_h5_attr_write_i64(hid_t obj, const char *name, int64_t v, const char *file, ngt_err *err) {
   return attr_write(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, file, err);
 }
-int ngt_h5_attr_write_u64(hid_t obj, const char *name, uint64_t v, const char *file, ngt_err *err) {
+int ngt_h5_attr_write_u64(hid_t obj, const char *name, uint64_t v, const char *file,
+                          ngt_err *err) {
   return attr_write(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v, file, err);
 }
 int ngt_h5_attr_write_double(hid_t obj, const char *name, double v, const char *file,
@@ -93,8 +94,10 @@ static int str_write(hid_t obj, const char *name, const char *v, int vlen, const
   if (r < 0) {
     ngt_h5_last_error(h5msg, sizeof h5msg);
     if (t >= 0) H5Tclose(t);
-    return ngt_err_set(err, NGT_EIO, "'%s': cannot make the string type of attribute '%s' of "
-                       "%s: %s", file, name, obj_name(obj, on, sizeof on), h5msg);
+    return ngt_err_set(err, NGT_EIO,
+                       "'%s': cannot make the string type of attribute '%s' of "
+                       "%s: %s",
+                       file, name, obj_name(obj, on, sizeof on), h5msg);
   }
   int rc = attr_write(obj, name, t, t, vlen ? (const void *)&v : (const void *)v, file, err);
   H5Tclose(t);
@@ -130,8 +133,10 @@ static int attr_open(hid_t obj, const char *name, H5T_class_t cls, H5T_class_t c
     if (*t >= 0) H5Tclose(*t);
     if (*a >= 0) H5Aclose(*a);
     *a = *t = -1;
-    return ngt_err_set(err, NGT_EFORMAT, "'%s': cannot read attribute '%s' of %s: %s (the file "
-                       "is damaged)", file, name, obj_name(obj, on, sizeof on), h5msg);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "'%s': cannot read attribute '%s' of %s: %s (the file "
+                       "is damaged)",
+                       file, name, obj_name(obj, on, sizeof on), h5msg);
   }
   H5T_class_t c = H5Tget_class(*t);
   hssize_t np = H5Sget_simple_extent_npoints(sp);
@@ -140,9 +145,10 @@ static int attr_open(hid_t obj, const char *name, H5T_class_t cls, H5T_class_t c
     H5Tclose(*t);
     H5Aclose(*a);
     *a = *t = -1;
-    return ngt_err_set(err, NGT_EFORMAT, "'%s': attribute '%s' of %s is not one %s (the file is "
-                       "damaged, or was not written by ngtrain)", file, name,
-                       obj_name(obj, on, sizeof on), what);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "'%s': attribute '%s' of %s is not one %s (the file is "
+                       "damaged, or was not written by ngtrain)",
+                       file, name, obj_name(obj, on, sizeof on), what);
   }
   return 0;
 }
@@ -155,8 +161,10 @@ static int attr_read_num(hid_t obj, const char *name, H5T_class_t cls2, hid_t mt
   if (H5Aread(a, mtype, v) < 0) {
     char h5msg[256], on[256];
     ngt_h5_last_error(h5msg, sizeof h5msg);
-    rc = ngt_err_set(err, NGT_EFORMAT, "'%s': cannot read attribute '%s' of %s: %s (the file is "
-                     "damaged)", file, name, obj_name(obj, on, sizeof on), h5msg);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "'%s': cannot read attribute '%s' of %s: %s (the file is "
+                     "damaged)",
+                     file, name, obj_name(obj, on, sizeof on), h5msg);
   }
   H5Tclose(t);
   H5Aclose(a);
@@ -176,8 +184,7 @@ int ngt_h5_attr_read_double(hid_t obj, const char *name, double *v, const char *
   return attr_read_num(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, v, "number", file, err);
 }
 
-int ngt_h5_attr_read_str(hid_t obj, const char *name, char **out, const char *file,
-                         ngt_err *err) {
+int ngt_h5_attr_read_str(hid_t obj, const char *name, char **out, const char *file, ngt_err *err) {
   *out = NULL;
   hid_t a, t, mt = -1;
   int rc = attr_open(obj, name, H5T_STRING, H5T_STRING, "string", &a, &t, file, err);
@@ -214,8 +221,10 @@ int ngt_h5_attr_read_str(hid_t obj, const char *name, char **out, const char *fi
   } else if (rc < 0) {
     char h5msg[256];
     ngt_h5_last_error(h5msg, sizeof h5msg);
-    rc = ngt_err_set(err, NGT_EFORMAT, "'%s': cannot read string attribute '%s' of %s: %s (the "
-                     "file is damaged)", file, name, obj_name(obj, on, sizeof on), h5msg);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "'%s': cannot read string attribute '%s' of %s: %s (the "
+                     "file is damaged)",
+                     file, name, obj_name(obj, on, sizeof on), h5msg);
   }
   if (mt >= 0) H5Tclose(mt);
   H5Tclose(t);
@@ -233,8 +242,16 @@ int ngt_h5_attr_read_str(hid_t obj, const char *name, char **out, const char *fi
 #define P5 0x27D4EB2F165667C5ULL
 
 static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-static inline uint64_t rd64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t rd64(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+static inline uint32_t rd32(const unsigned char *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
 static inline uint64_t xround(uint64_t acc, uint64_t in) {
   acc += in * P2;
   return rotl64(acc, 31) * P1;
@@ -369,17 +386,20 @@ int ngt_h5_checksum(hid_t obj, const void *data, size_t n, size_t es, uint64_t *
   hsize_t idx = 0;
   if (H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, sum_attr, &c) < 0) {
     if (!c.failed)
-      ngt_err_set(err, NGT_EFORMAT, "'%s': the attributes of %s cannot be listed (%s): the file "
-                  "is damaged", file, obj_name(obj, on, sizeof on),
-                  ngt_h5_last_error(h5msg, sizeof h5msg));
+      ngt_err_set(err, NGT_EFORMAT,
+                  "'%s': the attributes of %s cannot be listed (%s): the file "
+                  "is damaged",
+                  file, obj_name(obj, on, sizeof on), ngt_h5_last_error(h5msg, sizeof h5msg));
     return NGT_EFORMAT;
   }
   if (it == H5I_GROUP || it == H5I_FILE) {
     hash_u64(&c, 'G');
     idx = 0;
     if (H5Literate(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, sum_link, &c) < 0)
-      return ngt_err_set(err, NGT_EFORMAT, "'%s': the members of group %s cannot be listed (%s): "
-                         "the file is damaged", file, obj_name(obj, on, sizeof on),
+      return ngt_err_set(err, NGT_EFORMAT,
+                         "'%s': the members of group %s cannot be listed (%s): "
+                         "the file is damaged",
+                         file, obj_name(obj, on, sizeof on),
                          ngt_h5_last_error(h5msg, sizeof h5msg));
   } else if (it == H5I_DATASET) {
     hash_u64(&c, 'D');
@@ -398,14 +418,18 @@ int ngt_h5_checksum(hid_t obj, const void *data, size_t n, size_t es, uint64_t *
     }
     if (sp >= 0) H5Sclose(sp);
     if (r < 0 || np != n || (es != 4 && es != 8) || (n > 0 && !data))
-      return ngt_err_set(err, NGT_EFORMAT, "'%s': dataset %s has %s, not the %zu elements "
-                         "read (the file is damaged)", file, obj_name(obj, on, sizeof on),
+      return ngt_err_set(err, NGT_EFORMAT,
+                         "'%s': dataset %s has %s, not the %zu elements "
+                         "read (the file is damaged)",
+                         file, obj_name(obj, on, sizeof on),
                          r < 0 ? "an unreadable shape" : "another number of elements", n);
     hash_u64(&c, (uint64_t)es);
     hash_u64(&c, ngt_xxh64(data, n * es, 0));
   } else {
-    return ngt_err_set(err, NGT_EINVAL, "'%s': checksum of an HDF5 object that is neither a "
-                       "group nor a dataset", file);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "'%s': checksum of an HDF5 object that is neither a "
+                       "group nor a dataset",
+                       file);
   }
   *out = c.h;
   return 0;
@@ -431,9 +455,10 @@ int ngt_h5_verify(hid_t obj, const void *data, size_t n, size_t es, const char *
   if ((rc = ngt_h5_checksum(obj, data, n, es, &h, file, err))) return rc;
   if (h != stored) {
     char on[256];
-    return ngt_err_set(err, NGT_EFORMAT, "'%s': %s %s fails its checksum (stored 0x%016llx, "
-                       "computed 0x%016llx): the file is damaged", file,
-                       H5Iget_type(obj) == H5I_DATASET ? "dataset" : "group",
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "'%s': %s %s fails its checksum (stored 0x%016llx, "
+                       "computed 0x%016llx): the file is damaged",
+                       file, H5Iget_type(obj) == H5I_DATASET ? "dataset" : "group",
                        obj_name(obj, on, sizeof on), (unsigned long long)stored,
                        (unsigned long long)h);
   }

@@ -72,8 +72,10 @@ static double rd_f64(const unsigned char *p) {
   return v;
 }
 static void wr_u32(unsigned char *p, uint32_t u) {
-  p[0] = (unsigned char)u; p[1] = (unsigned char)(u >> 8);
-  p[2] = (unsigned char)(u >> 16); p[3] = (unsigned char)(u >> 24);
+  p[0] = (unsigned char)u;
+  p[1] = (unsigned char)(u >> 8);
+  p[2] = (unsigned char)(u >> 16);
+  p[3] = (unsigned char)(u >> 24);
 }
 
 /* Grow *buf to hold at least n bytes (amortised; the buffer is reused across entries). */
@@ -91,12 +93,12 @@ static int grow(void **buf, size_t *cap, size_t n) {
 /* Error context: which file, utterance and byte offset a message is about. */
 typedef struct loc {
   const char *file;
-  const char *key;  /* may be NULL */
-  int64_t off;      /* -1 unknown */
+  const char *key; /* may be NULL */
+  int64_t off;     /* -1 unknown */
 } loc;
 
-__attribute__((format(printf, 4, 5)))
-static int loc_err(ngt_err *err, int code, const loc *l, const char *fmt, ...) {
+__attribute__((format(printf, 4, 5))) static int loc_err(ngt_err *err, int code, const loc *l,
+                                                         const char *fmt, ...) {
   char body[768];
   va_list ap;
   va_start(ap, fmt);
@@ -145,19 +147,25 @@ static int64_t cm_payload_bytes(int format, int64_t rows, int64_t cols) {
 int ngt_kaldi_decompress(int format, const unsigned char *payload, int64_t nbytes, float *out,
                          int rows, int cols, ngt_err *err) {
   if (nbytes < 16)
-    return ngt_err_set(err, NGT_EFORMAT, "compressed matrix: %lld bytes, need at least the "
-                       "16-byte header", (long long)nbytes);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "compressed matrix: %lld bytes, need at least the "
+                       "16-byte header",
+                       (long long)nbytes);
   float min_value = rd_f32(payload), range = rd_f32(payload + 4);
   int32_t hr = rd_i32(payload + 8), hc = rd_i32(payload + 12);
   if (hr != rows || hc != cols)
-    return ngt_err_set(err, NGT_EFORMAT, "compressed matrix: header says %d x %d, caller "
-                       "expected %d x %d", hr, hc, rows, cols);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "compressed matrix: header says %d x %d, caller "
+                       "expected %d x %d",
+                       hr, hc, rows, cols);
   int64_t need = cm_payload_bytes(format, rows, cols);
   if (need < 0)
     return ngt_err_set(err, NGT_EINVAL, "compressed matrix: unknown format %d", format);
   if (need != nbytes)
-    return ngt_err_set(err, NGT_EFORMAT, "compressed matrix %d x %d: payload is %lld bytes, "
-                       "the format needs %lld", rows, cols, (long long)nbytes, (long long)need);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "compressed matrix %d x %d: payload is %lld bytes, "
+                       "the format needs %lld",
+                       rows, cols, (long long)nbytes, (long long)need);
   if (cols == 0 || rows == 0) return 0;
   const unsigned char *d = payload + 16;
   const size_t R = (size_t)rows, C = (size_t)cols;
@@ -186,9 +194,9 @@ int ngt_kaldi_decompress(int format, const unsigned char *payload, int64_t nbyte
 /* reader                                                                                */
 
 typedef struct scp_line {
-  const char *key;   /* into scp_text */
-  const char *file;  /* interned */
-  int64_t offset;    /* -1: no offset given (a single-object file, read from byte 0) */
+  const char *key;  /* into scp_text */
+  const char *file; /* interned */
+  int64_t offset;   /* -1: no offset given (a single-object file, read from byte 0) */
   int64_t lineno;
   int has_range;
   int r0, r1, c0, c1; /* inclusive; -1 = open end */
@@ -197,23 +205,23 @@ typedef struct scp_line {
 typedef struct cached_file {
   const char *path; /* interned, NULL = free slot */
   FILE *f;
-  int64_t size;     /* bytes, -1 if not a regular file */
-  uint64_t used;    /* LRU tick */
+  int64_t size;  /* bytes, -1 if not a regular file */
+  uint64_t used; /* LRU tick */
 } cached_file;
 
 struct ngt_kaldi_reader {
-  char *spec_path;       /* owned: the ark or scp path */
+  char *spec_path; /* owned: the ark or scp path */
   int is_scp;
   /* sequential archive */
-  FILE *ark;             /* NULL until first next(); stdin for "-" */
+  FILE *ark; /* NULL until first next(); stdin for "-" */
   int ark_is_stdin;
-  int64_t ark_size;      /* -1 unknown */
-  int64_t ark_pos;       /* our own byte counter (works on pipes) */
-  const char *ark_name;  /* interned */
+  int64_t ark_size;     /* -1 unknown */
+  int64_t ark_pos;      /* our own byte counter (works on pipes) */
+  const char *ark_name; /* interned */
   int ark_done;
   /* scp */
-  char *scp_text;        /* owned, lines point into it */
-  scp_line *lines;       /* owned, n_lines */
+  char *scp_text;  /* owned, lines point into it */
+  scp_line *lines; /* owned, n_lines */
   int64_t n_lines, next_line;
   /* interned file names (stable until close) */
   char **names;
@@ -221,11 +229,14 @@ struct ngt_kaldi_reader {
   cached_file cache[CACHE_FILES];
   uint64_t tick;
   /* buffers reused across entries */
-  char *key; size_t key_cap;
-  float *data; size_t data_cap;            /* bytes */
-  unsigned char *raw; size_t raw_cap;      /* bytes */
+  char *key;
+  size_t key_cap;
+  float *data;
+  size_t data_cap; /* bytes */
+  unsigned char *raw;
+  size_t raw_cap; /* bytes */
   char tok[128];
-  unsigned char skipbuf[4096];             /* for skipping data on pipes */
+  unsigned char skipbuf[4096]; /* for skipping data on pipes */
 };
 
 static const char *intern(ngt_kaldi_reader *r, const char *name) {
@@ -262,19 +273,21 @@ static int cache_get(ngt_kaldi_reader *r, const char *path, cached_file **out, n
       return 0;
     }
     if (!r->cache[i].path) victim = i;
-    else if (r->cache[victim].path && r->cache[i].used < r->cache[victim].used) victim = i;
+    else if (r->cache[victim].path && r->cache[i].used < r->cache[victim].used)
+      victim = i;
   }
   cached_file *c = &r->cache[victim];
   if (c->f) fclose(c->f);
   memset(c, 0, sizeof *c);
   FILE *f = fopen(path, "rb");
-  if (!f)
-    return ngt_err_set(err, NGT_EIO, "cannot open archive '%s': %s", path, strerror(errno));
+  if (!f) return ngt_err_set(err, NGT_EIO, "cannot open archive '%s': %s", path, strerror(errno));
   int64_t size = file_size_of(f);
   if (size < 0) {
     fclose(f);
-    return ngt_err_set(err, NGT_EIO, "archive '%s' is not a regular file; scp entries need "
-                       "random access (write the archive to a file first)", path);
+    return ngt_err_set(err, NGT_EIO,
+                       "archive '%s' is not a regular file; scp entries need "
+                       "random access (write the archive to a file first)",
+                       path);
   }
   c->path = path;
   c->f = f;
@@ -287,8 +300,8 @@ static int cache_get(ngt_kaldi_reader *r, const char *path, cached_file **out, n
 /* A byte source with position tracking and known size (or -1), for object parsing. */
 typedef struct src {
   FILE *f;
-  int64_t pos;   /* current byte offset */
-  int64_t size;  /* -1 unknown (pipe) */
+  int64_t pos;  /* current byte offset */
+  int64_t size; /* -1 unknown (pipe) */
   int seekable;
 } src;
 
@@ -326,19 +339,24 @@ static int src_has(const src *s, int64_t n) { return s->size < 0 || s->pos + n <
 
 static int truncated(ngt_err *err, const loc *l, const src *s, const char *what, int64_t need) {
   if (s->size >= 0)
-    return loc_err(err, NGT_EFORMAT, l, "truncated: %s needs %lld bytes but only %lld remain "
-                   "in the file (is the archive complete? was it still being written?)", what,
-                   (long long)need, (long long)(s->size - s->pos));
-  return loc_err(err, NGT_EFORMAT, l, "truncated: unexpected end of input inside %s (is the "
-                 "archive complete?)", what);
+    return loc_err(err, NGT_EFORMAT, l,
+                   "truncated: %s needs %lld bytes but only %lld remain "
+                   "in the file (is the archive complete? was it still being written?)",
+                   what, (long long)need, (long long)(s->size - s->pos));
+  return loc_err(err, NGT_EFORMAT, l,
+                 "truncated: unexpected end of input inside %s (is the "
+                 "archive complete?)",
+                 what);
 }
 
 static int read_sized_i32(src *s, const loc *l, const char *what, int32_t *v, ngt_err *err) {
   unsigned char b[5];
   if (!src_has(s, 5) || src_read(s, b, 5)) return truncated(err, l, s, what, 5);
   if (b[0] != 4)
-    return loc_err(err, NGT_EFORMAT, l, "%s: expected the int32 size byte 4, found %d (not a "
-                   "Kaldi little-endian binary archive, or a corrupt one)", what, (int)(signed char)b[0]);
+    return loc_err(err, NGT_EFORMAT, l,
+                   "%s: expected the int32 size byte 4, found %d (not a "
+                   "Kaldi little-endian binary archive, or a corrupt one)",
+                   what, (int)(signed char)b[0]);
   *v = rd_i32(b + 1);
   return 0;
 }
@@ -353,8 +371,10 @@ static int read_text_matrix(ngt_kaldi_reader *r, src *s, const loc *l, ngt_kaldi
     if (c == '\n' || c == ']') {
       if (cur > 0) {
         if (cols >= 0 && cur != cols)
-          return loc_err(err, NGT_EFORMAT, l, "text matrix row %lld has %lld values but row 0 "
-                         "has %lld", (long long)rows, (long long)cur, (long long)cols);
+          return loc_err(err, NGT_EFORMAT, l,
+                         "text matrix row %lld has %lld values but row 0 "
+                         "has %lld",
+                         (long long)rows, (long long)cur, (long long)cols);
         cols = cur;
         rows++;
         cur = 0;
@@ -399,7 +419,8 @@ static int read_object(ngt_kaldi_reader *r, src *s, const loc *l0, int with_data
   if (c == '\0') {
     int b = src_getc(s);
     if (b != 'B')
-      return loc_err(err, NGT_EFORMAT, &l, "wrong magic: expected the binary marker \"\\0B\", "
+      return loc_err(err, NGT_EFORMAT, &l,
+                     "wrong magic: expected the binary marker \"\\0B\", "
                      "found \"\\0%c\" (a corrupt archive, or a wrong scp offset)",
                      b == EOF ? '?' : (isprint(b) ? b : '?'));
     /* token: up to the first space */
@@ -410,20 +431,28 @@ static int read_object(ngt_kaldi_reader *r, src *s, const loc *l0, int with_data
     if (t == EOF) return truncated(err, &l, s, "the matrix type token", 4);
     int format;
     if (!strcmp(r->tok, "FM")) format = NGT_KALDI_FM;
-    else if (!strcmp(r->tok, "DM")) format = NGT_KALDI_DM;
-    else if (!strcmp(r->tok, "CM")) format = NGT_KALDI_CM;
-    else if (!strcmp(r->tok, "CM2")) format = NGT_KALDI_CM2;
-    else if (!strcmp(r->tok, "CM3")) format = NGT_KALDI_CM3;
+    else if (!strcmp(r->tok, "DM"))
+      format = NGT_KALDI_DM;
+    else if (!strcmp(r->tok, "CM"))
+      format = NGT_KALDI_CM;
+    else if (!strcmp(r->tok, "CM2"))
+      format = NGT_KALDI_CM2;
+    else if (!strcmp(r->tok, "CM3"))
+      format = NGT_KALDI_CM3;
     else {
       for (size_t i = 0; i < k; i++)
         if (!isprint((unsigned char)r->tok[i])) r->tok[i] = '?';
-      return loc_err(err, NGT_EFORMAT, &l, "unknown matrix token '%s' (expected FM, DM, CM, CM2 "
+      return loc_err(err, NGT_EFORMAT, &l,
+                     "unknown matrix token '%s' (expected FM, DM, CM, CM2 "
                      "or CM3: a float/double or compressed feature matrix; vectors and other "
-                     "objects are not features)", r->tok);
+                     "objects are not features)",
+                     r->tok);
     }
     if (t != ' ')
-      return loc_err(err, NGT_EFORMAT, &l, "unknown matrix token '%s...' (expected FM, DM, CM, "
-                     "CM2 or CM3)", r->tok);
+      return loc_err(err, NGT_EFORMAT, &l,
+                     "unknown matrix token '%s...' (expected FM, DM, CM, "
+                     "CM2 or CM3)",
+                     r->tok);
     e->format = format;
     int32_t rows, cols;
     if (format == NGT_KALDI_FM || format == NGT_KALDI_DM) {
@@ -435,8 +464,10 @@ static int read_object(ngt_kaldi_reader *r, src *s, const loc *l0, int with_data
       if (rows == 0) cols = 0;
       int64_t esz = format == NGT_KALDI_FM ? 4 : 8;
       if ((int64_t)rows * cols > INT64_MAX / (int64_t)esz) /* would overflow (found by fuzzing) */
-        return loc_err(err, NGT_EFORMAT, &l, "%s matrix size %d x %d is impossibly large "
-                       "(corrupt archive)", r->tok, rows, cols);
+        return loc_err(err, NGT_EFORMAT, &l,
+                       "%s matrix size %d x %d is impossibly large "
+                       "(corrupt archive)",
+                       r->tok, rows, cols);
       int64_t nbytes = (int64_t)rows * cols * esz;
       char what[96];
       snprintf(what, sizeof what, "the %.8s data of %d x %d %s", r->tok, rows, cols,
@@ -475,8 +506,8 @@ static int read_object(ngt_kaldi_reader *r, src *s, const loc *l0, int with_data
       return loc_err(err, NGT_EFORMAT, &l, "bad %s matrix size %d x %d", r->tok, rows, cols);
     if (cols == 0) rows = 0;
     if (!isfinite(min_value) || !isfinite(range))
-      return loc_err(err, NGT_EFORMAT, &l, "%s header has non-finite min %g or range %g",
-                     r->tok, min_value, range);
+      return loc_err(err, NGT_EFORMAT, &l, "%s header has non-finite min %g or range %g", r->tok,
+                     min_value, range);
     int64_t total = cm_payload_bytes(format, rows, cols);
     int64_t body = total - 16;
     char what[96];
@@ -492,7 +523,8 @@ static int read_object(ngt_kaldi_reader *r, src *s, const loc *l0, int with_data
         grow((void **)&r->data, &r->data_cap, (size_t)rows * (size_t)cols * sizeof(float) + 1))
       return loc_err(err, NGT_ENOMEM, &l, "out of memory for a %d x %d matrix", rows, cols);
     memcpy(r->raw, h, 16);
-    if (body > 0 && src_read(s, r->raw + 16, (size_t)body)) return truncated(err, &l, s, what, body);
+    if (body > 0 && src_read(s, r->raw + 16, (size_t)body))
+      return truncated(err, &l, s, what, body);
     if (cols == 0) wr_u32(r->raw + 8, 0); /* rows of an empty matrix are meaningless */
     ngt_err e2 = {0};
     int rc = ngt_kaldi_decompress(format, r->raw, total, r->data, rows, cols, &e2);
@@ -508,9 +540,11 @@ static int read_object(ngt_kaldi_reader *r, src *s, const loc *l0, int with_data
     return rc;
   }
   if (c == EOF) return truncated(err, &l, s, "a matrix (nothing after the key)", 1);
-  return loc_err(err, NGT_EFORMAT, &l, "wrong magic: expected a binary matrix (\"\\0B\") or a "
+  return loc_err(err, NGT_EFORMAT, &l,
+                 "wrong magic: expected a binary matrix (\"\\0B\") or a "
                  "text matrix ('['), found byte 0x%02x (a corrupt archive, a wrong scp offset, "
-                 "or not a Kaldi archive)", c);
+                 "or not a Kaldi archive)",
+                 c);
 }
 
 /* Apply an scp range [r0:r1,c0:c1] (inclusive) to the entry. */
@@ -522,8 +556,10 @@ static int apply_range(const scp_line *ln, const loc *l, ngt_kaldi_entry *e, ngt
   int r0 = ln->r0 < 0 ? 0 : ln->r0, r1 = ln->r1 < 0 ? R - 1 : ln->r1;
   int c0 = ln->c0 < 0 ? 0 : ln->c0, c1 = ln->c1 < 0 ? C - 1 : ln->c1;
   if (r0 > r1 || r1 >= R || c0 > c1 || c1 >= C)
-    return loc_err(err, NGT_EFORMAT, l, "scp range rows %d:%d, columns %d:%d does not fit the "
-                   "stored %d x %d matrix", r0, r1, c0, c1, R, C);
+    return loc_err(err, NGT_EFORMAT, l,
+                   "scp range rows %d:%d, columns %d:%d does not fit the "
+                   "stored %d x %d matrix",
+                   r0, r1, c0, c1, R, C);
   int nr = r1 - r0 + 1, nc = c1 - c0 + 1;
   if (e->mat.data) {
     float *d = e->mat.data;
@@ -550,18 +586,22 @@ static int read_located(ngt_kaldi_reader *r, const char *file, int64_t offset, c
   loc l = {file, key, offset < 0 ? 0 : offset};
   int rc = cache_get(r, file, &cf, err);
   if (rc) {
-    if (scp_path) ngt_err_prefix(err, "scp '%s' line %lld (utterance '%s')", scp_path,
-                                 (long long)ln->lineno, key);
-    else ngt_err_prefix(err, "utterance '%s'", key);
+    if (scp_path)
+      ngt_err_prefix(err, "scp '%s' line %lld (utterance '%s')", scp_path, (long long)ln->lineno,
+                     key);
+    else
+      ngt_err_prefix(err, "utterance '%s'", key);
     return rc;
   }
   int64_t off = offset < 0 ? 0 : offset;
   if (off >= cf->size) {
     if (scp_path)
-      return ngt_err_set(err, NGT_EFORMAT, "scp '%s' line %lld: utterance '%s' points at byte "
+      return ngt_err_set(err, NGT_EFORMAT,
+                         "scp '%s' line %lld: utterance '%s' points at byte "
                          "%lld of '%s', past the end of the file (%lld bytes); the archive was "
-                         "truncated or rewritten after the scp was made", scp_path,
-                         (long long)ln->lineno, key, (long long)off, file, (long long)cf->size);
+                         "truncated or rewritten after the scp was made",
+                         scp_path, (long long)ln->lineno, key, (long long)off, file,
+                         (long long)cf->size);
     return loc_err(err, NGT_EFORMAT, &l, "offset %lld is past the end of the file (%lld bytes)",
                    (long long)off, (long long)cf->size);
   }
@@ -589,7 +629,10 @@ static int read_located(ngt_kaldi_reader *r, const char *file, int64_t offset, c
 }
 
 static int parse_int_part(const char *s, const char *end, int *v) {
-  if (s == end) { *v = -1; return 0; }
+  if (s == end) {
+    *v = -1;
+    return 0;
+  }
   long x = 0;
   for (const char *p = s; p < end; p++) {
     if (!isdigit((unsigned char)*p)) return -1;
@@ -602,7 +645,10 @@ static int parse_int_part(const char *s, const char *end, int *v) {
 
 /* "a:b" or ":" or "" -> (lo, hi), -1 = open */
 static int parse_range_pair(const char *s, const char *end, int *lo, int *hi) {
-  if (s == end) { *lo = *hi = -1; return 0; }
+  if (s == end) {
+    *lo = *hi = -1;
+    return 0;
+  }
   const char *colon = memchr(s, ':', (size_t)(end - s));
   if (!colon) return -1;
   return parse_int_part(s, colon, lo) || parse_int_part(colon + 1, end, hi) ? -1 : 0;
@@ -617,7 +663,11 @@ static int parse_scp(ngt_kaldi_reader *r, ngt_err *err) {
   while (*p) {
     char *line = p;
     char *nl = strchr(p, '\n');
-    if (nl) { *nl = '\0'; p = nl + 1; } else p += strlen(p);
+    if (nl) {
+      *nl = '\0';
+      p = nl + 1;
+    } else
+      p += strlen(p);
     lineno++;
     /* trim */
     while (isspace((unsigned char)*line)) line++;
@@ -627,17 +677,20 @@ static int parse_scp(ngt_kaldi_reader *r, ngt_err *err) {
     char *key = line, *q = line;
     while (*q && !isspace((unsigned char)*q)) q++;
     if (!*q)
-      return ngt_err_set(err, NGT_EFORMAT, "scp '%s' line %lld: '%s' has a key but no file "
-                         "(expected 'utt-id path.ark:offset')", r->spec_path, (long long)lineno, key);
+      return ngt_err_set(err, NGT_EFORMAT,
+                         "scp '%s' line %lld: '%s' has a key but no file "
+                         "(expected 'utt-id path.ark:offset')",
+                         r->spec_path, (long long)lineno, key);
     *q++ = '\0';
     while (isspace((unsigned char)*q)) q++;
     char *rx = q;
     size_t n = strlen(rx);
     if (rx[n - 1] == '|' || rx[0] == '|')
-      return ngt_err_set(err, NGT_EINVAL, "scp '%s' line %lld: utterance '%s' is a pipe ('%s'); "
+      return ngt_err_set(err, NGT_EINVAL,
+                         "scp '%s' line %lld: utterance '%s' is a pipe ('%s'); "
                          "ngtrain reads files only: run the command into an archive first "
-                         "(e.g. copy-feats scp:in.scp ark,scp:out.ark,out.scp)", r->spec_path,
-                         (long long)lineno, key, rx);
+                         "(e.g. copy-feats scp:in.scp ark,scp:out.ark,out.scp)",
+                         r->spec_path, (long long)lineno, key, rx);
     scp_line ln;
     memset(&ln, 0, sizeof ln);
     ln.key = key;
@@ -646,8 +699,10 @@ static int parse_scp(ngt_kaldi_reader *r, ngt_err *err) {
     if (rx[n - 1] == ']') {
       char *lb = strrchr(rx, '[');
       if (!lb || lb == rx)
-        return ngt_err_set(err, NGT_EFORMAT, "scp '%s' line %lld: cannot parse the range in "
-                           "'%s'", r->spec_path, (long long)lineno, rx);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "scp '%s' line %lld: cannot parse the range in "
+                           "'%s'",
+                           r->spec_path, (long long)lineno, rx);
       char *in = lb + 1, *ie = rx + n - 1;
       char *comma = memchr(in, ',', (size_t)(ie - in));
       int bad = comma ? (parse_range_pair(in, comma, &ln.r0, &ln.r1) ||
@@ -655,9 +710,10 @@ static int parse_scp(ngt_kaldi_reader *r, ngt_err *err) {
                       : parse_range_pair(in, ie, &ln.r0, &ln.r1);
       if (bad || (ln.r0 >= 0 && ln.r1 >= 0 && ln.r0 > ln.r1) ||
           (ln.c0 >= 0 && ln.c1 >= 0 && ln.c0 > ln.c1))
-        return ngt_err_set(err, NGT_EFORMAT, "scp '%s' line %lld: bad range '%s' (Kaldi ranges "
-                           "look like [0:99] or [0:99,0:12], inclusive)", r->spec_path,
-                           (long long)lineno, lb);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "scp '%s' line %lld: bad range '%s' (Kaldi ranges "
+                           "look like [0:99] or [0:99,0:12], inclusive)",
+                           r->spec_path, (long long)lineno, lb);
       ln.has_range = 1;
       *lb = '\0';
       n = strlen(rx);
@@ -671,15 +727,17 @@ static int parse_scp(ngt_kaldi_reader *r, ngt_err *err) {
         errno = 0;
         long long off = strtoll(colon + 1, NULL, 10);
         if (errno)
-          return ngt_err_set(err, NGT_EFORMAT, "scp '%s' line %lld: bad offset '%s'",
-                             r->spec_path, (long long)lineno, colon + 1);
+          return ngt_err_set(err, NGT_EFORMAT, "scp '%s' line %lld: bad offset '%s'", r->spec_path,
+                             (long long)lineno, colon + 1);
         ln.offset = off;
         *colon = '\0';
       }
     }
     if (!*rx)
-      return ngt_err_set(err, NGT_EFORMAT, "scp '%s' line %lld: utterance '%s' has an empty "
-                         "file name", r->spec_path, (long long)lineno, key);
+      return ngt_err_set(err, NGT_EFORMAT,
+                         "scp '%s' line %lld: utterance '%s' has an empty "
+                         "file name",
+                         r->spec_path, (long long)lineno, key);
     ln.file = intern(r, rx);
     if (!ln.file) return ngt_err_set(err, NGT_ENOMEM, "out of memory reading '%s'", r->spec_path);
     if (r->n_lines == cap) {
@@ -721,7 +779,10 @@ ngt_kaldi_reader *ngt_kaldi_reader_new_random_access(void) {
   ngt_kaldi_reader *r = calloc(1, sizeof *r);
   if (!r) return NULL;
   r->spec_path = strdup("(random access)");
-  if (!r->spec_path) { free(r); return NULL; }
+  if (!r->spec_path) {
+    free(r);
+    return NULL;
+  }
   r->ark_done = 1;
   return r;
 }
@@ -731,16 +792,23 @@ int ngt_kaldi_reader_open(const char *rspec, ngt_kaldi_reader **out, ngt_err *er
   char kind, opts[64];
   const char *path = split_spec(rspec, &kind, opts, sizeof opts);
   if (!*path)
-    return ngt_err_set(err, NGT_EINVAL, "empty file name in '%s' (expected ark:PATH or "
-                       "scp:PATH)", rspec);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "empty file name in '%s' (expected ark:PATH or "
+                       "scp:PATH)",
+                       rspec);
   if (has_suffix(path, "|") || path[0] == '|')
-    return ngt_err_set(err, NGT_EINVAL, "'%s' is a pipe; ngtrain reads files only: run the "
-                       "command into an archive first", rspec);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "'%s' is a pipe; ngtrain reads files only: run the "
+                       "command into an archive first",
+                       rspec);
   if (!kind) kind = has_suffix(path, ".scp") ? 's' : 'a';
   ngt_kaldi_reader *r = calloc(1, sizeof *r);
   if (!r) return ngt_err_set(err, NGT_ENOMEM, "out of memory opening '%s'", rspec);
   r->spec_path = strdup(path);
-  if (!r->spec_path) { free(r); return ngt_err_set(err, NGT_ENOMEM, "out of memory"); }
+  if (!r->spec_path) {
+    free(r);
+    return ngt_err_set(err, NGT_ENOMEM, "out of memory");
+  }
   if (kind == 's') {
     r->is_scp = 1;
     if (!strcmp(path, "-")) {
@@ -748,7 +816,10 @@ int ngt_kaldi_reader_open(const char *rspec, ngt_kaldi_reader **out, ngt_err *er
       return ngt_err_set(err, NGT_EINVAL, "scp from stdin is not supported; give a file");
     }
     int rc = parse_scp(r, err);
-    if (rc) { ngt_kaldi_reader_close(r); return rc; }
+    if (rc) {
+      ngt_kaldi_reader_close(r);
+      return rc;
+    }
   } else {
     if (!strcmp(path, "-")) {
       r->ark = stdin;
@@ -764,7 +835,10 @@ int ngt_kaldi_reader_open(const char *rspec, ngt_kaldi_reader **out, ngt_err *er
       r->ark_size = file_size_of(r->ark);
     }
     r->ark_name = intern(r, path);
-    if (!r->ark_name) { ngt_kaldi_reader_close(r); return ngt_err_set(err, NGT_ENOMEM, "out of memory"); }
+    if (!r->ark_name) {
+      ngt_kaldi_reader_close(r);
+      return ngt_err_set(err, NGT_ENOMEM, "out of memory");
+    }
   }
   *out = r;
   return 0;
@@ -790,18 +864,22 @@ int ngt_kaldi_reader_next(ngt_kaldi_reader *r, int with_data, ngt_kaldi_entry *e
   if (c == EOF) {
     r->ark_done = 1;
     r->ark_pos = s.pos;
-    if (ferror(r->ark)) return ngt_err_set(err, NGT_EIO, "error reading archive '%s'", r->ark_name);
+    if (ferror(r->ark))
+      return ngt_err_set(err, NGT_EIO, "error reading archive '%s'", r->ark_name);
     return 0;
   }
   l.off = r->ark_is_stdin ? -1 : s.pos - 1;
   size_t k = 0;
   while (c != EOF && !isspace(c) && c != '\0') {
-    if (grow((void **)&r->key, &r->key_cap, k + 2)) return ngt_err_set(err, NGT_ENOMEM, "out of memory");
+    if (grow((void **)&r->key, &r->key_cap, k + 2))
+      return ngt_err_set(err, NGT_ENOMEM, "out of memory");
     r->key[k++] = (char)c;
     if (k > 65536) {
       r->ark_done = 1;
-      return loc_err(err, NGT_EFORMAT, &l, "wrong magic: no key (a run of %zu bytes without a "
-                     "space; is this a Kaldi archive, and not e.g. an HDF5 or npy file?)", k);
+      return loc_err(err, NGT_EFORMAT, &l,
+                     "wrong magic: no key (a run of %zu bytes without a "
+                     "space; is this a Kaldi archive, and not e.g. an HDF5 or npy file?)",
+                     k);
     }
     c = src_getc(&s);
   }
@@ -811,13 +889,17 @@ int ngt_kaldi_reader_next(ngt_kaldi_reader *r, int with_data, ngt_kaldi_entry *e
     r->ark_done = 1;
     if (c == EOF) return truncated(err, &l, &s, "the entry (a key with no matrix)", 1);
     if (c == '\0')
-      return loc_err(err, NGT_EFORMAT, &l, "wrong magic: a NUL byte right after the key (is this "
+      return loc_err(err, NGT_EFORMAT, &l,
+                     "wrong magic: a NUL byte right after the key (is this "
                      "really a Kaldi archive, and not e.g. an npy or HDF5 file?)");
     /* text archives may have any whitespace after the key: fall through to the parser */
   }
   int rc = read_object(r, &s, &l, with_data, e, err);
   r->ark_pos = s.pos;
-  if (rc) { r->ark_done = 1; return rc; }
+  if (rc) {
+    r->ark_done = 1;
+    return rc;
+  }
   e->key = r->key;
   e->file = r->ark_name;
   return 1;
@@ -854,16 +936,21 @@ void ngt_kaldi_reader_close(ngt_kaldi_reader *r) {
 
 struct ngt_kaldi_writer {
   FILE *f;
-  char *path, *tmp;        /* NULL for stdout */
+  char *path, *tmp; /* NULL for stdout */
   FILE *scp;
   char *scp_path, *scp_tmp;
   int text;
-  int64_t pos;             /* bytes written to the archive */
-  unsigned char *buf; size_t buf_cap;
+  int64_t pos; /* bytes written to the archive */
+  unsigned char *buf;
+  size_t buf_cap;
 };
 
 static void writer_free(ngt_kaldi_writer *w) {
-  free(w->path); free(w->tmp); free(w->scp_path); free(w->scp_tmp); free(w->buf);
+  free(w->path);
+  free(w->tmp);
+  free(w->scp_path);
+  free(w->scp_tmp);
+  free(w->buf);
   free(w);
 }
 
@@ -887,8 +974,10 @@ static int open_tmp(const char *path, char **pathp, char **tmpp, FILE **fp, ngt_
     int e = errno;
     free(*tmpp);
     *tmpp = NULL;
-    return ngt_err_set(err, NGT_EIO, "cannot create '%s': %s (does the directory exist and is "
-                       "it writable?)", tmp, strerror(e));
+    return ngt_err_set(err, NGT_EIO,
+                       "cannot create '%s': %s (does the directory exist and is "
+                       "it writable?)",
+                       tmp, strerror(e));
   }
   return 0;
 }
@@ -898,15 +987,19 @@ int ngt_kaldi_writer_open(const char *wspec, ngt_kaldi_writer **out, ngt_err *er
   char kind, opts[64];
   const char *path = split_spec(wspec, &kind, opts, sizeof opts);
   if (kind == 's')
-    return ngt_err_set(err, NGT_EINVAL, "'%s': write an archive ('ark:out.ark' or "
-                       "'ark,scp:out.ark,out.scp'), not an scp alone", wspec);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "'%s': write an archive ('ark:out.ark' or "
+                       "'ark,scp:out.ark,out.scp'), not an scp alone",
+                       wspec);
   int text = 0, with_scp = 0;
   if (kind == 'a') {
     char *save = NULL;
     for (char *t = strtok_r(opts + 3, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
       if (!strcmp(t, "t")) text = 1;
-      else if (!strcmp(t, "b")) text = 0;
-      else if (!strcmp(t, "scp")) with_scp = 1;
+      else if (!strcmp(t, "b"))
+        text = 0;
+      else if (!strcmp(t, "scp"))
+        with_scp = 1;
       else if (strcmp(t, "f") && strcmp(t, "nf") && strcmp(t, "p"))
         return ngt_err_set(err, NGT_EINVAL, "'%s': unknown write option '%s' (known: t, b, scp)",
                            wspec, t);
@@ -936,11 +1029,17 @@ int ngt_kaldi_writer_open(const char *wspec, ngt_kaldi_writer **out, ngt_err *er
     w->f = stdout;
   } else {
     int rc = open_tmp(arkp, &w->path, &w->tmp, &w->f, err);
-    if (rc) { ngt_kaldi_writer_abort(w); return rc; }
+    if (rc) {
+      ngt_kaldi_writer_abort(w);
+      return rc;
+    }
   }
   if (with_scp) {
     int rc = open_tmp(scpp, &w->scp_path, &w->scp_tmp, &w->scp, err);
-    if (rc) { ngt_kaldi_writer_abort(w); return rc; }
+    if (rc) {
+      ngt_kaldi_writer_abort(w);
+      return rc;
+    }
   }
   *out = w;
   return 0;
@@ -949,8 +1048,10 @@ int ngt_kaldi_writer_open(const char *wspec, ngt_kaldi_writer **out, ngt_err *er
 int ngt_kaldi_writer_write(ngt_kaldi_writer *w, const char *key, ngt_mat m, ngt_err *err) {
   const char *name = w->path ? w->path : "(stdout)";
   if (!key || !*key || strpbrk(key, " \t\n\r\v\f"))
-    return ngt_err_set(err, NGT_EINVAL, "archive '%s': key '%s' is empty or contains "
-                       "whitespace (Kaldi keys cannot)", name, key ? key : "");
+    return ngt_err_set(err, NGT_EINVAL,
+                       "archive '%s': key '%s' is empty or contains "
+                       "whitespace (Kaldi keys cannot)",
+                       name, key ? key : "");
   NGT_ASSERT(m.rows >= 0 && m.cols >= 0 && (m.rows == 0 || m.data));
   size_t klen = strlen(key);
   if (fwrite(key, 1, klen, w->f) != klen || fputc(' ', w->f) == EOF) goto fail;
@@ -1006,8 +1107,10 @@ int ngt_kaldi_writer_write(ngt_kaldi_writer *w, const char *key, ngt_mat m, ngt_
   }
   return 0;
 fail:
-  return ngt_err_set(err, NGT_EIO, "cannot write archive '%s' (entry '%s'): %s (is the disk "
-                     "full?)", name, key, strerror(errno));
+  return ngt_err_set(err, NGT_EIO,
+                     "cannot write archive '%s' (entry '%s'): %s (is the disk "
+                     "full?)",
+                     name, key, strerror(errno));
 }
 
 int ngt_kaldi_writer_close(ngt_kaldi_writer *w, ngt_err *err) {
@@ -1078,8 +1181,8 @@ int ngt_kaldi_write_text_vector(const char *path, const double *v, int n, int as
 
 typedef struct ali_slot {
   uint64_t hash;
-  size_t key_off1;  /* 1 + offset of the key in the arena; 0 = empty slot */
-  int64_t off;      /* byte offset of the values (just after "key ") */
+  size_t key_off1; /* 1 + offset of the key in the arena; 0 = empty slot */
+  int64_t off;     /* byte offset of the values (just after "key ") */
   int64_t lineno;
 } ali_slot;
 
@@ -1087,9 +1190,12 @@ struct ngt_kaldi_ali {
   char *path;
   FILE *f;
   int64_t size;
-  char *keys; size_t keys_len, keys_cap;  /* arena of NUL-terminated keys */
-  ali_slot *slots; size_t nslots, n;      /* open addressing, nslots a power of 2 */
-  int32_t *buf; size_t buf_cap;           /* bytes */
+  char *keys;
+  size_t keys_len, keys_cap; /* arena of NUL-terminated keys */
+  ali_slot *slots;
+  size_t nslots, n; /* open addressing, nslots a power of 2 */
+  int32_t *buf;
+  size_t buf_cap; /* bytes */
   char tok[64];
 };
 
@@ -1107,7 +1213,10 @@ static int ali_rehash(ngt_kaldi_ali *a) {
   ali_slot *old = a->slots;
   size_t on = a->nslots;
   a->slots = calloc(nn, sizeof *a->slots);
-  if (!a->slots) { a->slots = old; return -1; }
+  if (!a->slots) {
+    a->slots = old;
+    return -1;
+  }
   a->nslots = nn;
   for (size_t i = 0; i < on; i++)
     if (old[i].key_off1) *ali_find_slot(a, a->keys + old[i].key_off1 - 1, old[i].hash) = old[i];
@@ -1118,7 +1227,10 @@ static int ali_rehash(ngt_kaldi_ali *a) {
 void ngt_kaldi_ali_free(ngt_kaldi_ali *a) {
   if (!a) return;
   if (a->f) fclose(a->f);
-  free(a->path); free(a->keys); free(a->slots); free(a->buf);
+  free(a->path);
+  free(a->keys);
+  free(a->slots);
+  free(a->buf);
   free(a);
 }
 
@@ -1130,8 +1242,10 @@ int ngt_kaldi_ali_open(const char *spec, ngt_kaldi_ali **out, ngt_err *err) {
   char kind, opts[64];
   const char *path = split_spec(spec, &kind, opts, sizeof opts);
   if (kind == 's')
-    return ngt_err_set(err, NGT_EINVAL, "alignments '%s': scp is not supported; give the "
-                       "alignment archive (ali-to-pdf ... ark,t:ali.txt)", spec);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "alignments '%s': scp is not supported; give the "
+                       "alignment archive (ali-to-pdf ... ark,t:ali.txt)",
+                       spec);
   ngt_kaldi_ali *a = calloc(1, sizeof *a);
   if (!a) return ngt_err_set(err, NGT_ENOMEM, "out of memory");
   a->path = strdup(path);
@@ -1144,8 +1258,10 @@ int ngt_kaldi_ali_open(const char *spec, ngt_kaldi_ali **out, ngt_err *err) {
   a->size = file_size_of(a->f);
   if (a->size < 0) {
     ngt_kaldi_ali_free(a);
-    return ngt_err_set(err, NGT_EIO, "alignments '%s' are not a regular file (a pipe?); write "
-                       "them to a file first (ali-to-pdf ... ark,t:ali.txt)", path);
+    return ngt_err_set(err, NGT_EIO,
+                       "alignments '%s' are not a regular file (a pipe?); write "
+                       "them to a file first (ali-to-pdf ... ark,t:ali.txt)",
+                       path);
   }
   int rc = 0;
   if (ali_rehash(a)) goto oom;
@@ -1163,17 +1279,20 @@ int ngt_kaldi_ali_open(const char *spec, ngt_kaldi_ali **out, ngt_err *err) {
       c = src_getc(&s);
     }
     if (a->keys_len == k0) { /* no key at all, e.g. a NUL first (found by fuzzing) */
-      rc = ngt_err_set(err, NGT_EFORMAT, "alignments '%s' line %lld: expected an utterance key, "
-                       "found byte 0x%02x (is this a binary archive without its key?)", path,
-                       (long long)lineno, c == EOF ? 0 : (unsigned)c);
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "alignments '%s' line %lld: expected an utterance key, "
+                       "found byte 0x%02x (is this a binary archive without its key?)",
+                       path, (long long)lineno, c == EOF ? 0 : (unsigned)c);
       goto fail;
     }
     a->keys[a->keys_len++] = '\0';
     const char *key = a->keys + k0;
     int64_t off = s.pos; /* after the separator */
     if (c == '\0') {
-      rc = ngt_err_set(err, NGT_EFORMAT, "alignments '%s' line %lld: utterance '%s': expected a space "
-                  "after the key", path, (long long)lineno, key);
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "alignments '%s' line %lld: utterance '%s': expected a space "
+                       "after the key",
+                       path, (long long)lineno, key);
       goto fail;
     }
     if (c == EOF || c == '\n') {
@@ -1186,19 +1305,23 @@ int ngt_kaldi_ali_open(const char *spec, ngt_kaldi_ali **out, ngt_err *err) {
         unsigned char b[7];
         b[0] = 0;
         if (src_read(&s, b + 1, 6) || b[1] != 'B' || b[2] != 4) {
-          rc = ngt_err_set(err, NGT_EFORMAT, "alignments '%s': utterance '%s' at byte %lld: not a "
-                      "binary int32 vector (wrong magic or truncated)", path, key, (long long)off);
+          rc = ngt_err_set(err, NGT_EFORMAT,
+                           "alignments '%s': utterance '%s' at byte %lld: not a "
+                           "binary int32 vector (wrong magic or truncated)",
+                           path, key, (long long)off);
           goto fail;
         }
         int32_t n = rd_i32(b + 3);
         if (n < 0 || !src_has(&s, (int64_t)n * 5)) {
-          rc = ngt_err_set(err, NGT_EFORMAT, "alignments '%s': utterance '%s' at byte %lld: "
-                      "truncated: %d values announced, %lld bytes remain", path, key,
-                      (long long)off, n, (long long)(s.size - s.pos));
+          rc = ngt_err_set(err, NGT_EFORMAT,
+                           "alignments '%s': utterance '%s' at byte %lld: "
+                           "truncated: %d values announced, %lld bytes remain",
+                           path, key, (long long)off, n, (long long)(s.size - s.pos));
           goto fail;
         }
         if (src_skip(&s, (int64_t)n * 5, NULL, 0)) {
-          rc = ngt_err_set(err, NGT_EIO, "alignments '%s': cannot seek: %s", path, strerror(errno));
+          rc = ngt_err_set(err, NGT_EIO, "alignments '%s': cannot seek: %s", path,
+                           strerror(errno));
           goto fail;
         }
       } else {
@@ -1210,9 +1333,10 @@ int ngt_kaldi_ali_open(const char *spec, ngt_kaldi_ali **out, ngt_err *err) {
     uint64_t h = ngt_fnv1a64_str(key);
     ali_slot *slot = ali_find_slot(a, key, h);
     if (slot->key_off1) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "alignments '%s' line %lld: utterance '%s' appears twice "
-                  "(first on line %lld); remove the duplicate", path, (long long)lineno, key,
-                  (long long)slot->lineno);
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "alignments '%s' line %lld: utterance '%s' appears twice "
+                       "(first on line %lld); remove the duplicate",
+                       path, (long long)lineno, key, (long long)slot->lineno);
       goto fail;
     }
     slot->hash = h;
@@ -1248,19 +1372,24 @@ int ngt_kaldi_ali_get(ngt_kaldi_ali *a, const char *key, const int32_t **labels,
   if (c == '\0') {
     unsigned char b[6];
     if (src_read(&s, b, 6))
-      return ngt_err_set(err, NGT_EFORMAT, "alignments '%s': utterance '%s': truncated", a->path, key);
+      return ngt_err_set(err, NGT_EFORMAT, "alignments '%s': utterance '%s': truncated", a->path,
+                         key);
     int32_t len = rd_i32(b + 2);
     if (grow((void **)&a->buf, &a->buf_cap, sizeof(int32_t) * ((size_t)len + 1)))
       return ngt_err_set(err, NGT_ENOMEM, "out of memory");
     for (int32_t i = 0; i < len; i++) {
       unsigned char e[5];
       if (src_read(&s, e, 5) || e[0] != 4)
-        return ngt_err_set(err, NGT_EFORMAT, "alignments '%s': utterance '%s': element %d is "
-                           "truncated or not an int32", a->path, key, i);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "alignments '%s': utterance '%s': element %d is "
+                           "truncated or not an int32",
+                           a->path, key, i);
       int32_t v = rd_i32(e + 1);
       if (v < 0)
-        return ngt_err_set(err, NGT_EFORMAT, "alignments '%s': utterance '%s': frame %d has "
-                           "negative pdf id %d", a->path, key, i, v);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "alignments '%s': utterance '%s': frame %d has "
+                           "negative pdf id %d",
+                           a->path, key, i, v);
       a->buf[cnt++] = v;
     }
   } else {
@@ -1277,13 +1406,15 @@ int ngt_kaldi_ali_get(ngt_kaldi_ali *a, const char *key, const int32_t **labels,
       errno = 0;
       long long v = strtoll(a->tok, &end, 10);
       if (end == a->tok || *end)
-        return ngt_err_set(err, NGT_EFORMAT, "alignments '%s' line %lld: utterance '%s': frame "
-                           "%lld: '%s' is not an integer pdf id", a->path, (long long)slot->lineno,
-                           key, (long long)cnt, a->tok);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "alignments '%s' line %lld: utterance '%s': frame "
+                           "%lld: '%s' is not an integer pdf id",
+                           a->path, (long long)slot->lineno, key, (long long)cnt, a->tok);
       if (errno == ERANGE || v > INT32_MAX || v < 0)
-        return ngt_err_set(err, NGT_EFORMAT, "alignments '%s' line %lld: utterance '%s': frame "
-                           "%lld: pdf id %s %s", a->path, (long long)slot->lineno, key,
-                           (long long)cnt, a->tok,
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "alignments '%s' line %lld: utterance '%s': frame "
+                           "%lld: pdf id %s %s",
+                           a->path, (long long)slot->lineno, key, (long long)cnt, a->tok,
                            v < 0 && errno != ERANGE ? "is negative" : "does not fit int32");
       if (grow((void **)&a->buf, &a->buf_cap, sizeof(int32_t) * ((size_t)cnt + 1)))
         return ngt_err_set(err, NGT_ENOMEM, "out of memory");

@@ -58,11 +58,11 @@ extern void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int
 
 /* Views into the statistics buffer (layout in the file header). */
 typedef struct lda_views {
-  double *count;        /* (1) */
-  double *sum;          /* (D) */
-  double *scatter;      /* (D, D) */
-  double *class_count;  /* (C) */
-  double *class_sum;    /* (C, D) */
+  double *count;       /* (1) */
+  double *sum;         /* (D) */
+  double *scatter;     /* (D, D) */
+  double *class_count; /* (C) */
+  double *class_sum;   /* (C, D) */
 } lda_views;
 
 static lda_views lda_stats_views(const ngt_lda_stats *st) {
@@ -143,8 +143,7 @@ static int lda_check_finite(const ngt_lda_stats *st, const char *what, ngt_err *
     if (isfinite(st->buf[k])) continue;
     const double *p = st->buf + k;
     char where[96];
-    if (p == v.count)
-      snprintf(where, sizeof where, "the frame count");
+    if (p == v.count) snprintf(where, sizeof where, "the frame count");
     else if (p < v.scatter)
       snprintf(where, sizeof where, "the sum of input dimension %zu", (size_t)(p - v.sum));
     else if (p < v.class_count)
@@ -176,7 +175,8 @@ int ngt_lda_compute_f64(const ngt_lda_stats *st, const ngt_lda_opts *o, double *
   if (!(isfinite(w) && w >= 0.0))
     return ngt_err_set(err, NGT_EINVAL,
                        "LDA input transform: within-class factor %g must be finite and >= 0 "
-                       "(Kaldi's default is 0.001)", w);
+                       "(Kaldi's default is 0.001)",
+                       w);
   if (isnan(cmax))
     return ngt_err_set(err, NGT_EINVAL,
                        "LDA input transform: max singular value is NaN (use a positive value "
@@ -190,7 +190,8 @@ int ngt_lda_compute_f64(const ngt_lda_stats *st, const ngt_lda_opts *o, double *
     return ngt_err_set(err, NGT_EINVAL,
                        "LDA input transform: only %.0f frames for spliced input dimension "
                        "D=%d, but at least D+1=%d are needed (raise --lda-frames, or use "
-                       "--input-transform=cmvn)", N, D, D + 1);
+                       "--input-transform=cmvn)",
+                       N, D, D + 1);
   int nseen = 0;
   for (int c = 0; c < C; c++) nseen += v.class_count[c] > 0.0;
   inf.num_classes_seen = nseen;
@@ -199,7 +200,8 @@ int ngt_lda_compute_f64(const ngt_lda_stats *st, const ngt_lda_opts *o, double *
     return ngt_err_set(err, NGT_EINVAL,
                        "LDA input transform: the %.0f frames carry labels of only %d of %d "
                        "classes, but LDA needs at least 2 (use --input-transform=cmvn, or "
-                       "check the labels)", N, nseen, C);
+                       "check the labels)",
+                       N, nseen, C);
 
   /* Workspace, one block carved by a size table. */
   const size_t n_mu = d, n_mat = dd, n_Z = (size_t)nseen * d;
@@ -207,18 +209,19 @@ int ngt_lda_compute_f64(const ngt_lda_stats *st, const ngt_lda_opts *o, double *
   if (!ws)
     return ngt_err_set(err, NGT_ENOMEM,
                        "LDA input transform: cannot allocate the workspace for D=%d, %d "
-                       "classes (lower the splice context)", D, nseen);
-  double *mu = ws;            /* (D)    μ */
-  double *s = mu + n_mu;      /* (D)    s, descending */
-  double *sv = s + d;         /* (D)    singular values of M */
-  double *Tc = sv + d;        /* (D, D) total covariance T */
-  double *B = Tc + n_mat;     /* (D, D) between-class B */
-  double *W = B + n_mat;      /* (D, D) within-class W */
-  double *L = W + n_mat;      /* (D, D) L, then L⁻¹ */
-  double *S = L + n_mat;      /* (D, D) S, then its eigenvectors (row j = vector j) */
-  double *M = S + n_mat;      /* (D, D) M */
-  double *tmp = M + n_mat;    /* (D, D) Uᵀ, then U' of the SVD (whose A, V'ᵀ reuse T, B) */
-  double *Z = tmp + n_mat;    /* (C', D) rows sqrt(n_c/N)(μ_c − μ) */
+                       "classes (lower the splice context)",
+                       D, nseen);
+  double *mu = ws;         /* (D)    μ */
+  double *s = mu + n_mu;   /* (D)    s, descending */
+  double *sv = s + d;      /* (D)    singular values of M */
+  double *Tc = sv + d;     /* (D, D) total covariance T */
+  double *B = Tc + n_mat;  /* (D, D) between-class B */
+  double *W = B + n_mat;   /* (D, D) within-class W */
+  double *L = W + n_mat;   /* (D, D) L, then L⁻¹ */
+  double *S = L + n_mat;   /* (D, D) S, then its eigenvectors (row j = vector j) */
+  double *M = S + n_mat;   /* (D, D) M */
+  double *tmp = M + n_mat; /* (D, D) Uᵀ, then U' of the SVD (whose A, V'ᵀ reuse T, B) */
+  double *Z = tmp + n_mat; /* (C', D) rows sqrt(n_c/N)(μ_c − μ) */
   double *work = NULL;
 
   /* (eqn:mu), (eqn:T) */
@@ -272,16 +275,20 @@ int ngt_lda_compute_f64(const ngt_lda_stats *st, const ngt_lda_opts *o, double *
     rc = ngt_err_set(err, NGT_ENUM,
                      "LDA input transform: the within-class covariance (trace %g, %.0f "
                      "frames, D=%d) stays singular even after adding %g to its diagonal "
-                     "(use --input-transform=cmvn)", trW, N, D, eps);
+                     "(use --input-transform=cmvn)",
+                     trW, N, D, eps);
     goto out_free_ws;
   }
   if (inf.used_fallback) {
     NGT_WARN_MSG("LDA input transform: within-class covariance is singular (a constant or "
-                 "duplicated input dimension?); added %g to its diagonal", eps);
+                 "duplicated input dimension?); added %g to its diagonal",
+                 eps);
   }
   if (ngt_lapack_trtri_lower(D, L) != 0) {
-    rc = ngt_err_set(err, NGT_ENUM, "LDA input transform: cannot invert the Cholesky factor "
-                     "of the within-class covariance (D=%d; use --input-transform=cmvn)", D);
+    rc = ngt_err_set(err, NGT_ENUM,
+                     "LDA input transform: cannot invert the Cholesky factor "
+                     "of the within-class covariance (D=%d; use --input-transform=cmvn)",
+                     D);
     goto out_free_ws;
   }
   /* (eqn:S) S = L⁻¹ B L⁻ᵀ, symmetrised, then eigen-decomposed */
@@ -293,8 +300,10 @@ int ngt_lda_compute_f64(const ngt_lda_stats *st, const ngt_lda_opts *o, double *
       S[i * d + j] = S[j * d + i] = a;
     }
   if (ngt_lapack_syev(D, S, sv) != 0) { /* sv: eigenvalues ascending, for now */
-    rc = ngt_err_set(err, NGT_ENUM, "LDA input transform: the eigen-decomposition of "
-                     "L^-1 B L^-T did not converge (D=%d; use --input-transform=cmvn)", D);
+    rc = ngt_err_set(err, NGT_ENUM,
+                     "LDA input transform: the eigen-decomposition of "
+                     "L^-1 B L^-T did not converge (D=%d; use --input-transform=cmvn)",
+                     D);
     goto out_free_ws;
   }
   /* tmp row i = u_iᵀ for s descending, sign-normalised (file header). */
@@ -335,16 +344,17 @@ int ngt_lda_compute_f64(const ngt_lda_stats *st, const ngt_lda_opts *o, double *
       dgesvd_("S", "S", &D, &D, A, &D, sv, tmp, &D, VT, &D, work, &lwork, &info_l);
     }
     if (info_l != 0) {
-      rc = ngt_err_set(err, NGT_ENUM, "LDA input transform: the SVD for the singular-value "
+      rc = ngt_err_set(err, NGT_ENUM,
+                       "LDA input transform: the SVD for the singular-value "
                        "ceiling did not converge (LAPACK info %d, D=%d; try "
-                       "--input-transform=cmvn)", info_l, D);
+                       "--input-transform=cmvn)",
+                       info_l, D);
       goto out_free_work;
     }
     for (int k = 0; k < D; k++) {
       if (!(sv[k] > cmax)) continue;
       inf.num_ceiled++;
-      cblas_dger(CblasColMajor, D, D, -(sv[k] - cmax), tmp + (size_t)k * d, 1, VT + k, D, M,
-                 D);
+      cblas_dger(CblasColMajor, D, D, -(sv[k] - cmax), tmp + (size_t)k * d, 1, VT + k, D, M, D);
     }
   }
 
@@ -372,8 +382,8 @@ out_free_ws:
   return rc;
 }
 
-int ngt_lda_compute(const ngt_lda_stats *st, const ngt_lda_opts *o, float *T,
-                    ngt_lda_info *info, ngt_err *err) {
+int ngt_lda_compute(const ngt_lda_stats *st, const ngt_lda_opts *o, float *T, ngt_lda_info *info,
+                    ngt_err *err) {
   NGT_ASSERT(st != NULL && T != NULL);
   const size_t n = (size_t)st->dim * ((size_t)st->dim + 1);
   double *Td = malloc(sizeof(double) * n); /* (D, D+1) */
@@ -396,7 +406,8 @@ int ngt_cmvn_compute(const ngt_lda_stats *st, float *T, ngt_err *err) {
   if (N < 2.0)
     return ngt_err_set(err, NGT_EINVAL,
                        "CMVN input transform: only %.0f frame(s), but at least 2 are needed to "
-                       "estimate a variance (give it more frames, e.g. raise --lda-frames)", N);
+                       "estimate a variance (give it more frames, e.g. raise --lda-frames)",
+                       N);
   double *sigma = malloc(sizeof(double) * d); /* (D) */
   if (!sigma)
     return ngt_err_set(err, NGT_ENOMEM, "CMVN input transform: out of memory (D=%zu)", d);
@@ -417,7 +428,8 @@ int ngt_cmvn_compute(const ngt_lda_stats *st, float *T, ngt_err *err) {
   }
   if (nfloored)
     NGT_WARN_MSG("CMVN input transform: %d of %zu input dimensions have (almost) zero "
-                 "variance; their standard deviation was floored at %g", nfloored, d, floor_);
+                 "variance; their standard deviation was floored at %g",
+                 nfloored, d, floor_);
   free(sigma);
   return NGT_OK;
 }

@@ -12,7 +12,10 @@ static void (*g_die_hook)(int) = NULL;
 static const char *g_prog = "ngtrain";
 
 void ngt_log_set_level(int level) { ngt_log_level_current = level; }
-void ngt_log_set_rank(int rank, int nranks) { g_rank = rank; g_nranks = nranks; }
+void ngt_log_set_rank(int rank, int nranks) {
+  g_rank = rank;
+  g_nranks = nranks;
+}
 int ngt_log_rank(void) { return g_rank; }
 void ngt_set_die_hook(void (*hook)(int)) { g_die_hook = hook; }
 void ngt_log_set_prog(const char *name) { g_prog = name && *name ? name : "ngtrain"; }
@@ -73,8 +76,7 @@ void ngt_log_write(int level, const char *file, int line, const char *fmt, ...) 
   va_start(ap, fmt);
   vsnprintf(body, sizeof body, fmt, ap);
   va_end(ap);
-  if (g_nranks > 1)
-    fprintf(out, "%s [rank %d] %s", ts, g_rank, level_name(level));
+  if (g_nranks > 1) fprintf(out, "%s [rank %d] %s", ts, g_rank, level_name(level));
   else
     fprintf(out, "%s %s", ts, level_name(level));
   if (level >= NGT_DEBUG) fprintf(out, " (%s:%d)", file, line);

@@ -64,11 +64,13 @@ void ngt_gemm(int ta, int tb, float alpha, ngt_mat A, ngt_mat B, float beta, ngt
   NGT_ASSERT(k == kb && C.rows == m && C.cols == n);
   if (m == 0 || n == 0) return;
   if (k == 0) {
-    if (beta == 0.0f) ngt_mat_zero(C); else ngt_mat_scale(C, beta);
+    if (beta == 0.0f) ngt_mat_zero(C);
+    else
+      ngt_mat_scale(C, beta);
     return;
   }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m,
-              n, k, alpha, A.data, A.stride, B.data, B.stride, beta, C.data, C.stride);
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
+              k, alpha, A.data, A.stride, B.data, B.stride, beta, C.data, C.stride);
 }
 
 double ngt_vec_dot(const float *x, const float *y, size_t n) {

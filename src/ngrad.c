@@ -63,27 +63,27 @@
 
 /* Private workspace, allocated in ngt_ngrad_init; only H grows (with N). */
 typedef struct ngrad_ws {
-  int cap_N;      /* rows H can hold */
-  float *H;       /* (cap_N, R) H_t = X_t W_t^T (eqn:HJKL) */
-  uint16_t *Xb;   /* (cap_N, D) bf16 X (bf16 mode only) */
-  uint16_t *Hb;   /* (cap_N, R) bf16 -H */
-  uint16_t *Wb;   /* (R, D) bf16 W */
-  float *J;       /* (R, D) J_t = H_t^T X_t, then B_t in place (eqn:B) */
-  float *W1;      /* (R, D) W_{t+1}; swapped with p->W when the update commits */
-  float *K;       /* (R, R) K_t = J J^T, upper triangle (ssyrk); also self-test scratch */
-  float *L;       /* (R, R) L_t = H^T H, upper triangle (ssyrk) */
-  float *A;       /* (R, R) A_t (eqn:W1), then the lower-triangular reorth transform */
-  double *Z;      /* (R, R) Z_t / s, then its eigenvectors (eigenvector k = Z[k*R .. k*R+R)) */
-  double *O;      /* (R, R) O_{t+1}, its Cholesky factor, then C^{-1} */
-  double *w;      /* (R) eigenvalues of Z_t / s, ascending (LAPACK order) */
-  double *c;      /* (R) C_t, descending */
-  double *sigma;  /* (R) sigma = C_t^{1/2} */
-  double *e;      /* (R) e_t */
-  double *u;      /* (R) u = e_t^{-1/2} */
-  double *dr;     /* (R) d_t + rho_t */
-  double *d1;     /* (R) d_{t+1} */
-  double *e1;     /* (R) e_{t+1} */
-  double *se1;    /* (R) e_{t+1}^{1/2} */
+  int cap_N;     /* rows H can hold */
+  float *H;      /* (cap_N, R) H_t = X_t W_t^T (eqn:HJKL) */
+  uint16_t *Xb;  /* (cap_N, D) bf16 X (bf16 mode only) */
+  uint16_t *Hb;  /* (cap_N, R) bf16 -H */
+  uint16_t *Wb;  /* (R, D) bf16 W */
+  float *J;      /* (R, D) J_t = H_t^T X_t, then B_t in place (eqn:B) */
+  float *W1;     /* (R, D) W_{t+1}; swapped with p->W when the update commits */
+  float *K;      /* (R, R) K_t = J J^T, upper triangle (ssyrk); also self-test scratch */
+  float *L;      /* (R, R) L_t = H^T H, upper triangle (ssyrk) */
+  float *A;      /* (R, R) A_t (eqn:W1), then the lower-triangular reorth transform */
+  double *Z;     /* (R, R) Z_t / s, then its eigenvectors (eigenvector k = Z[k*R .. k*R+R)) */
+  double *O;     /* (R, R) O_{t+1}, its Cholesky factor, then C^{-1} */
+  double *w;     /* (R) eigenvalues of Z_t / s, ascending (LAPACK order) */
+  double *c;     /* (R) C_t, descending */
+  double *sigma; /* (R) sigma = C_t^{1/2} */
+  double *e;     /* (R) e_t */
+  double *u;     /* (R) u = e_t^{-1/2} */
+  double *dr;    /* (R) d_t + rho_t */
+  double *d1;    /* (R) d_{t+1} */
+  double *e1;    /* (R) e_{t+1} */
+  double *se1;   /* (R) e_{t+1}^{1/2} */
 } ngrad_ws;
 
 ngt_ngrad_opts ngt_ngrad_opts_default(void) {
@@ -102,38 +102,53 @@ ngt_ngrad_opts ngt_ngrad_opts_default(void) {
 int ngt_ngrad_opts_check(const ngt_ngrad_opts *o, int D, const char *what, ngt_err *err) {
   if (!what) what = "natural-gradient preconditioner";
   if (D < 1)
-    return ngt_err_set(err, NGT_EINVAL, "%s: dimension %d must be >= 1 (a layer side needs at "
-                       "least one column)", what, D);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: dimension %d must be >= 1 (a layer side needs at "
+                       "least one column)",
+                       what, D);
   if (o->rank < 1)
-    return ngt_err_set(err, NGT_EINVAL, "%s: natural-gradient rank %d must be >= 1 (use e.g. "
-                       "20 for an input side, 80 for an output side)", what, o->rank);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: natural-gradient rank %d must be >= 1 (use e.g. "
+                       "20 for an input side, 80 for an output side)",
+                       what, o->rank);
   if (D > 1 && o->rank >= D) {
     int sug = (D + 1) / 2 < D ? (D + 1) / 2 : D - 1;
-    return ngt_err_set(err, NGT_EINVAL, "%s: natural-gradient rank %d >= dim %d (use a rank "
-                       "below the dimension, e.g. %d = (dim+1)/2 as Kaldi does)", what,
-                       o->rank, D, sug);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: natural-gradient rank %d >= dim %d (use a rank "
+                       "below the dimension, e.g. %d = (dim+1)/2 as Kaldi does)",
+                       what, o->rank, D, sug);
   }
   if (o->update_period < 1)
-    return ngt_err_set(err, NGT_EINVAL, "%s: natural-gradient update period %d must be >= 1 "
-                       "(1 updates on every minibatch; Kaldi's component default is 4)", what,
-                       o->update_period);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: natural-gradient update period %d must be >= 1 "
+                       "(1 updates on every minibatch; Kaldi's component default is 4)",
+                       what, o->update_period);
   if (!(o->num_samples_history > 0.0 && o->num_samples_history <= 1.0e6))
-    return ngt_err_set(err, NGT_EINVAL, "%s: natural-gradient num-samples-history %g must be in "
-                       "(0, 1e6] (default 2000)", what, o->num_samples_history);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: natural-gradient num-samples-history %g must be in "
+                       "(0, 1e6] (default 2000)",
+                       what, o->num_samples_history);
   if (!(o->num_minibatches_history == 0.0 ||
         (o->num_minibatches_history > 1.0 && o->num_minibatches_history < 1.0e6)))
-    return ngt_err_set(err, NGT_EINVAL, "%s: natural-gradient num-minibatches-history %g must be "
-                       "0 (use num-samples-history) or in (1, 1e6) (e.g. 4)", what,
-                       o->num_minibatches_history);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: natural-gradient num-minibatches-history %g must be "
+                       "0 (use num-samples-history) or in (1, 1e6) (e.g. 4)",
+                       what, o->num_minibatches_history);
   if (!(o->alpha >= 0.0 && isfinite(o->alpha)))
-    return ngt_err_set(err, NGT_EINVAL, "%s: natural-gradient alpha %g must be a finite value "
-                       ">= 0 (default 4)", what, o->alpha);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: natural-gradient alpha %g must be a finite value "
+                       ">= 0 (default 4)",
+                       what, o->alpha);
   if (!(o->epsilon > 0.0 && o->epsilon <= 1.0e-5))
-    return ngt_err_set(err, NGT_EINVAL, "%s: natural-gradient epsilon %g must be in (0, 1e-5] "
-                       "(default 1e-10)", what, o->epsilon);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: natural-gradient epsilon %g must be in (0, 1e-5] "
+                       "(default 1e-10)",
+                       what, o->epsilon);
   if (!(o->delta > 0.0 && o->delta <= 1.0e-2))
-    return ngt_err_set(err, NGT_EINVAL, "%s: natural-gradient delta %g must be in (0, 1e-2] "
-                       "(default 5e-4)", what, o->delta);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "%s: natural-gradient delta %g must be in (0, 1e-2] "
+                       "(default 5e-4)",
+                       what, o->delta);
   return 0;
 }
 
@@ -254,7 +269,9 @@ static void reorthogonalize(ngt_ngrad *p, int must_reorth) {
       O[i * R + j] = O[j * R + i] = o;
       double dev = fabs(o - (i == j ? 1.0 : 0.0));
       if (!(dev <= maxdev)) {
-        if (isnan(dev)) bad = 1; else maxdev = dev;
+        if (isnan(dev)) bad = 1;
+        else
+          maxdev = dev;
       }
     }
   if (!bad && maxdev <= NGRAD_ORTH_THRESHOLD) {
@@ -264,8 +281,7 @@ static void reorthogonalize(ngt_ngrad *p, int must_reorth) {
   }
   NGT_LOG(NGT_DEBUG, "ngrad: re-orthogonalising R_t+1 (off by %g%s, must_reorth %d)", maxdev,
           bad ? ", NaN" : "", must_reorth);
-  int cholesky_ok = !bad && ngt_lapack_potrf_lower(R, O) == 0 &&
-                    ngt_lapack_trtri_lower(R, O) == 0;
+  int cholesky_ok = !bad && ngt_lapack_potrf_lower(R, O) == 0 && ngt_lapack_trtri_lower(R, O) == 0;
   if (cholesky_ok) {
     double cmax = -INFINITY;
     int has_nan = 0;
@@ -280,7 +296,7 @@ static void reorthogonalize(ngt_ngrad *p, int must_reorth) {
   p->stats.num_reorth++;
   if (!cholesky_ok) {
     NGT_LOG(NGT_DEBUG, "ngrad: Cholesky failed or out of range while re-orthogonalising; "
-            "using Gram-Schmidt");
+                       "using Gram-Schmidt");
     p->stats.num_gram_schmidt++;
     gram_schmidt_rows(p, ws->W1); /* now R_{t+1} */
     for (int i = 0; i < R; i++) cblas_sscal(D, (float)ws->se1[i], ws_row(ws->W1, i, D), 1);
@@ -290,11 +306,11 @@ static void reorthogonalize(ngt_ngrad *p, int must_reorth) {
   float *M = ws->A;
   for (int i = 0; i < R; i++)
     for (int j = 0; j < R; j++)
-      M[i * R + j] = j > i ? 0.0f
-                   : j == i ? (float)O[i * R + i]
-                            : (float)(ws->se1[i] * O[i * R + j] / ws->se1[j]);
-  cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, R, D, 1.0f, M,
-              R, ws->W1, D);
+      M[i * R + j] = j > i    ? 0.0f
+                     : j == i ? (float)O[i * R + i]
+                              : (float)(ws->se1[i] * O[i * R + j] / ws->se1[j]);
+  cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, R, D, 1.0f, M, R,
+              ws->W1, D);
 }
 
 /* SelfTest (docs/algorithm.md §2.8): die on broken invariants, warn on non-orthonormal R_t. */
@@ -321,12 +337,14 @@ static void self_test(ngt_ngrad *p) {
       double v = (double)ws->K[i * R + j] / sqrt(ws->e[i] * ws->e[j]);
       double err = fabs(v - (i == j ? 1.0 : 0.0));
       if (isnan(err)) nan = 1;
-      else if (err > maxerr) maxerr = err;
+      else if (err > maxerr)
+        maxerr = err;
     }
   if (nan || maxerr > NGRAD_SELFTEST_ORTH_TOL) {
     if (nan || maxerr > NGRAD_SELFTEST_WARN_TOL)
       NGT_WARN_MSG("ngrad self-test: R_t = E^{-1/2} W_t is not orthonormal (max error %g%s, "
-                   "D=%d R=%d t=%lld)", maxerr, nan ? ", NaN" : "", D, R, (long long)p->t);
+                   "D=%d R=%d t=%lld)",
+                   maxerr, nan ? ", NaN" : "", D, R, (long long)p->t);
     else
       NGT_LOG(NGT_DEBUG, "ngrad self-test: R_t orthonormal only to %g", maxerr);
   }
@@ -363,15 +381,16 @@ static void update_estimate(ngt_ngrad *p, int N, double trXX) {
     }
   double s = trZ > 1.0 ? trZ : 1.0; /* safeguard 4: normalise before the eigensolver */
   if (!isfinite(s)) {
-    NGT_WARN_MSG("ngrad: Z_t is not finite (D=%d R=%d t=%lld); skipping this Fisher update",
-                 D, R, (long long)p->t);
+    NGT_WARN_MSG("ngrad: Z_t is not finite (D=%d R=%d t=%lld); skipping this Fisher update", D, R,
+                 (long long)p->t);
     return;
   }
   for (size_t k = 0; k < (size_t)R * (size_t)R; k++) ws->Z[k] /= s;
   int info = ngt_lapack_syev(R, ws->Z, ws->w);
   if (info != 0) {
     NGT_WARN_MSG("ngrad: eigendecomposition of Z_t failed (LAPACK info %d, D=%d R=%d); "
-                 "skipping this Fisher update", info, D, R);
+                 "skipping this Fisher update",
+                 info, D, R);
     return;
   }
   for (int i = 0; i < R; i++) ws->c[i] = s * ws->w[R - 1 - i]; /* descending (eqn:C) */
@@ -394,9 +413,15 @@ static void update_estimate(ngt_ngrad *p, int N, double trXX) {
   for (int i = 0; i < R; i++) ws->d1[i] = ws->sigma[i] - rho1;                     /* (eqn:d1) */
   double f = o->delta * max_sigma; /* safeguard 6 */
   if (!(f > o->epsilon)) f = o->epsilon;
-  if (rho1 < f) { rho1 = f; floored = 1; }
+  if (rho1 < f) {
+    rho1 = f;
+    floored = 1;
+  }
   for (int i = 0; i < R; i++)
-    if (ws->d1[i] < f) { ws->d1[i] = f; floored = 1; }
+    if (ws->d1[i] < f) {
+      ws->d1[i] = f;
+      floored = 1;
+    }
   double beta1 = compute_beta(p, ws->d1, rho1);
   NGT_ASSERT(beta1 > 0.0); /* safeguard 9 */
   for (int i = 0; i < R; i++) {
@@ -405,7 +430,8 @@ static void update_estimate(ngt_ngrad *p, int N, double trXX) {
   }
   /* (eqn:B) B = J + ((1-eta)/(eta/N)) diag(d + rho) W, in place of J. */
   for (int i = 0; i < R; i++)
-    cblas_saxpy(D, (float)(eta1 / etaN * ws->dr[i]), ws_row(p->W, i, D), 1, ws_row(ws->J, i, D), 1);
+    cblas_saxpy(D, (float)(eta1 / etaN * ws->dr[i]), ws_row(p->W, i, D), 1, ws_row(ws->J, i, D),
+                1);
   /* (eqn:W1) A_ij = (eta/N) sqrt(e1_i) / sigma_i * U_ji * u_j; column i of U is the
    * eigenvector of c_i, stored contiguously at Z[(R-1-i)*R]. */
   for (int i = 0; i < R; i++) {
@@ -484,14 +510,22 @@ int ngt_ngrad_init(ngt_ngrad *p, int D, const ngt_ngrad_opts *o, ngt_err *err) {
   ws->Z = blk;
   ws->O = blk + R * R;
   double *v = blk + 2 * R * R;
-  ws->w = v; v += R;
-  ws->c = v; v += R;
-  ws->sigma = v; v += R;
-  ws->e = v; v += R;
-  ws->u = v; v += R;
-  ws->dr = v; v += R;
-  ws->d1 = v; v += R;
-  ws->e1 = v; v += R;
+  ws->w = v;
+  v += R;
+  ws->c = v;
+  v += R;
+  ws->sigma = v;
+  v += R;
+  ws->e = v;
+  v += R;
+  ws->u = v;
+  v += R;
+  ws->dr = v;
+  v += R;
+  ws->d1 = v;
+  v += R;
+  ws->e1 = v;
+  v += R;
   ws->se1 = v;
   p->ws = ws;
   init_default(p);
@@ -531,7 +565,8 @@ void ngt_ngrad_precondition(ngt_ngrad *p, ngt_mat X, float *gamma) {
   int finite = isfinite(trXX);
   if (!finite)
     NGT_WARN_MSG("ngrad: minibatch (N=%d, D=%d) is not finite; the Fisher estimate is not "
-                 "updated on it", N, p->D);
+                 "updated on it",
+                 N, p->D);
   if (p->t == 0) {
     /* Init (docs/algorithm.md §2.6): default, then num_init_iters updating passes on X0 that
      * ignore the frozen flag; the real call below updates once more. */
@@ -569,28 +604,37 @@ void ngt_ngrad_state_save(const ngt_ngrad *p, double *out) {
 int ngt_ngrad_state_load(ngt_ngrad *p, const double *in, size_t n, ngt_err *err) {
   size_t need = ngt_ngrad_state_doubles(p);
   if (n < 3 || n != need || in[1] != (double)p->R)
-    return ngt_err_set(err, NGT_EFORMAT, "natural-gradient state has %zu values (rank %g) but "
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "natural-gradient state has %zu values (rank %g) but "
                        "this preconditioner (dim %d, rank %d) needs %zu (the checkpoint was "
-                       "written for a different network or rank; start without it)", n,
-                       n >= 2 ? in[1] : -1.0, p->D, p->R, need);
+                       "written for a different network or rank; start without it)",
+                       n, n >= 2 ? in[1] : -1.0, p->D, p->R, need);
   double t = in[0];
   if (!(t >= 0.0 && t < 9007199254740992.0 && t == floor(t)))
-    return ngt_err_set(err, NGT_EFORMAT, "natural-gradient state: call counter %g is not a "
-                       "non-negative integer (corrupt checkpoint)", t);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "natural-gradient state: call counter %g is not a "
+                       "non-negative integer (corrupt checkpoint)",
+                       t);
   size_t R = (size_t)p->R, nw = R * (size_t)p->D;
   if (t > 0.0) {
     if (!(in[2] > 0.0 && isfinite(in[2])))
-      return ngt_err_set(err, NGT_EFORMAT, "natural-gradient state: rho %g must be finite and "
-                         "> 0 (corrupt checkpoint)", in[2]);
+      return ngt_err_set(err, NGT_EFORMAT,
+                         "natural-gradient state: rho %g must be finite and "
+                         "> 0 (corrupt checkpoint)",
+                         in[2]);
     for (size_t i = 0; i < R; i++)
       if (!(in[3 + i] > 0.0 && isfinite(in[3 + i])))
-        return ngt_err_set(err, NGT_EFORMAT, "natural-gradient state: d[%zu] = %g must be finite "
-                           "and > 0 (corrupt checkpoint)", i, in[3 + i]);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "natural-gradient state: d[%zu] = %g must be finite "
+                           "and > 0 (corrupt checkpoint)",
+                           i, in[3 + i]);
     for (size_t k = 0; k < nw; k++) {
       double w = in[3 + R + k];
       if (!isfinite(w) || (double)(float)w != w)
-        return ngt_err_set(err, NGT_EFORMAT, "natural-gradient state: W[%zu] = %g is not a "
-                           "finite float (corrupt checkpoint)", k, w);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "natural-gradient state: W[%zu] = %g is not a "
+                           "finite float (corrupt checkpoint)",
+                           k, w);
     }
   }
   p->t = (int64_t)t;
@@ -609,24 +653,30 @@ int ngt_ngrad_simple_precondition(ngt_mat Rm, double alpha, ngt_err *err) {
   double tr = ngt_mat_frob2(Rm);
   if (tr == 0.0) return 0; /* step 1: all-zero input unchanged */
   if (!isfinite(tr))
-    return ngt_err_set(err, NGT_ENUM, "simple natural gradient: %dx%d minibatch has "
-                       "non-finite values (sum of squares %g)", N, D, tr);
+    return ngt_err_set(err, NGT_ENUM,
+                       "simple natural gradient: %dx%d minibatch has "
+                       "non-finite values (sum of squares %g)",
+                       N, D, tr);
   if (!(alpha > 0.0 && isfinite(alpha)))
-    return ngt_err_set(err, NGT_EINVAL, "simple natural gradient: alpha %g must be > 0 "
-                       "(Kaldi uses 0.1 in the component, 4 in the nnet2 scripts)", alpha);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "simple natural gradient: alpha %g must be > 0 "
+                       "(Kaldi uses 0.1 in the component, 4 in the nnet2 scripts)",
+                       alpha);
   if (N == 1) {
     NGT_LOG(NGT_DEBUG, "simple natural gradient: minibatch of one row returned unchanged");
     return 0;
   }
   double tf = tr < 1e-20 ? 1e-20 : tr;
   double lambda = alpha * tf / ((double)N * (double)D);
-  int M = N >= D ? D : N; /* size of the SPD system */
+  int M = N >= D ? D : N;                                     /* size of the SPD system */
   double *Q = malloc(sizeof(double) * (size_t)N * (size_t)D); /* (N, D): R, then Q, then P */
-  double *S = malloc(sizeof(double) * (size_t)M * (size_t)M);  /* (M, M) */
+  double *S = malloc(sizeof(double) * (size_t)M * (size_t)M); /* (M, M) */
   int rc = 0;
   if (!Q || !S) {
-    rc = ngt_err_set(err, NGT_ENOMEM, "simple natural gradient: out of memory for a %dx%d "
-                     "minibatch (use a smaller minibatch)", N, D);
+    rc = ngt_err_set(err, NGT_ENOMEM,
+                     "simple natural gradient: out of memory for a %dx%d "
+                     "minibatch (use a smaller minibatch)",
+                     N, D);
     goto out_free;
   }
   for (int n = 0; n < N; n++)
@@ -636,24 +686,26 @@ int ngt_ngrad_simple_precondition(ngt_mat Rm, double alpha, ngt_err *err) {
   double inv = 1.0 / (N - 1);
   if (N >= D) /* S = lambda I + R^T R / (N-1)  (D x D) */
     cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, D, N, inv, Q, D, 1.0, S, M);
-  else        /* S = lambda I + R R^T / (N-1)  (N x N), Woodbury form */
+  else /* S = lambda I + R R^T / (N-1)  (N x N), Woodbury form */
     cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, N, D, inv, Q, D, 1.0, S, M);
   if (ngt_lapack_potrf_lower(M, S) != 0 || ngt_lapack_trtri_lower(M, S) != 0) {
-    rc = ngt_err_set(err, NGT_ENUM, "simple natural gradient: %dx%d Fisher matrix of a %dx%d "
-                     "minibatch is not positive definite (lambda %g)", M, M, N, D, lambda);
+    rc = ngt_err_set(err, NGT_ENUM,
+                     "simple natural gradient: %dx%d Fisher matrix of a %dx%d "
+                     "minibatch is not positive definite (lambda %g)",
+                     M, M, N, D, lambda);
     goto out_free;
   }
   /* S = L^{-1}; S_full^{-1} = L^{-T} L^{-1}. */
   if (N >= D) { /* Q = R L^{-T} L^{-1} */
     cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, N, D, 1.0, S, M,
                 Q, D);
-    cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, N, D, 1.0, S,
-                M, Q, D);
-  } else {      /* Q = L^{-T} L^{-1} R */
+    cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, N, D, 1.0, S, M,
+                Q, D);
+  } else { /* Q = L^{-T} L^{-1} R */
     cblas_dtrmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, N, D, 1.0, S, M,
                 Q, D);
-    cblas_dtrmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, N, D, 1.0, S, M,
-                Q, D);
+    cblas_dtrmm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, N, D, 1.0, S, M, Q,
+                D);
   }
   /* Sherman-Morrison leave-one-out: gamma_n = r_n . q_n, beta_n = 1 + gamma/(N-1-gamma). */
   double trP = 0.0;
@@ -662,9 +714,11 @@ int ngt_ngrad_simple_precondition(ngt_mat Rm, double alpha, ngt_err *err) {
     for (int k = 0; k < D; k++) g += (double)NGT_AT(Rm, n, k) * q[k];
     double divisor = (N - 1) - g;
     if (!(divisor > 0.0)) {
-      rc = ngt_err_set(err, NGT_ENUM, "simple natural gradient: leave-one-out factor for row %d "
+      rc = ngt_err_set(err, NGT_ENUM,
+                       "simple natural gradient: leave-one-out factor for row %d "
                        "is not positive (gamma %g, N-1 = %d); the minibatch is numerically "
-                       "degenerate", n, g, N - 1);
+                       "degenerate",
+                       n, g, N - 1);
       goto out_free;
     }
     double b = 1.0 + g / divisor, rn = 0.0;
@@ -675,8 +729,10 @@ int ngt_ngrad_simple_precondition(ngt_mat Rm, double alpha, ngt_err *err) {
     trP += rn;
   }
   if (!(trP > 0.0 && isfinite(trP))) {
-    rc = ngt_err_set(err, NGT_ENUM, "simple natural gradient: preconditioned %dx%d minibatch "
-                     "has sum of squares %g", N, D, trP);
+    rc = ngt_err_set(err, NGT_ENUM,
+                     "simple natural gradient: preconditioned %dx%d minibatch "
+                     "has sum of squares %g",
+                     N, D, trP);
     goto out_free;
   }
   double scale = sqrt(tr / trP); /* step 3: ||P||_F = ||R||_F */

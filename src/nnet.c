@@ -46,10 +46,10 @@
 #define OMP_ROWS
 #endif
 
-#define NGT_NNET_MAX_DIM 1000000  /* any single dimension */
-#define NGT_NNET_MAX_CONTEXT 1000 /* L and R */
+#define NGT_NNET_MAX_DIM 1000000   /* any single dimension */
+#define NGT_NNET_MAX_CONTEXT 1000  /* L and R */
 #define NGT_LOGPROB_FLOOR (-1e30f) /* log-probs below this are clamped (never -inf) */
-#define NGT_NORM_FLOOR 0x1.0p-66  /* Kaldi kSquaredNormFloor, docs/algorithm.md §4.7 */
+#define NGT_NORM_FLOOR 0x1.0p-66   /* Kaldi kSquaredNormFloor, docs/algorithm.md §4.7 */
 
 /* ------------------------------------------------------------------------------------ */
 /* Small helpers                                                                          */
@@ -93,11 +93,11 @@ enum { KIND_RELU, KIND_RELU_RENORM, KIND_PNORM, KIND_AFFINE, KIND_OUTPUT };
 static const char *const kind_names[] = {"relu", "relu-renorm", "pnorm", "affine", "output"};
 
 typedef struct layer_spec {
-  int kind;      /* KIND_* */
-  int line;      /* 1-based config line */
-  int in_dim;    /* I of the affine */
-  int dim;       /* O of the affine */
-  int group;     /* pnorm G, else 0 */
+  int kind;                                               /* KIND_* */
+  int line;                                               /* 1-based config line */
+  int in_dim;                                             /* I of the affine */
+  int dim;                                                /* O of the affine */
+  int group;                                              /* pnorm G, else 0 */
   float param_stddev, bias_stddev, max_change, lr_factor; /* NAN = default */
   ngt_layer_ng ng;
 } layer_spec;
@@ -181,18 +181,41 @@ static int parse_context(parse_ctx *p, const char *val, int *L, int *R) {
 
 /* Keys of a layer/output line (index into this table = slot in the per-line value array). */
 enum {
-  K_TYPE, K_DIM, K_GROUP, K_BIAS_STDDEV, K_PARAM_STDDEV, K_MAX_CHANGE, K_LR_FACTOR, K_USE_NG,
-  K_RANK_IN, K_RANK_OUT, K_UPDATE_PERIOD, K_NSH, K_ALPHA, K_CONTEXT, K_NUM
+  K_TYPE,
+  K_DIM,
+  K_GROUP,
+  K_BIAS_STDDEV,
+  K_PARAM_STDDEV,
+  K_MAX_CHANGE,
+  K_LR_FACTOR,
+  K_USE_NG,
+  K_RANK_IN,
+  K_RANK_OUT,
+  K_UPDATE_PERIOD,
+  K_NSH,
+  K_ALPHA,
+  K_CONTEXT,
+  K_NUM
 };
-static const char *const key_names[K_NUM] = {
-    "type", "dim", "group", "bias-stddev", "param-stddev", "max-change", "learning-rate-factor",
-    "use-natural-gradient", "rank-in", "rank-out", "update-period", "num-samples-history",
-    "alpha", "context"};
-#define LAYER_KEYS_HINT                                                                     \
+static const char *const key_names[K_NUM] = {"type",
+                                             "dim",
+                                             "group",
+                                             "bias-stddev",
+                                             "param-stddev",
+                                             "max-change",
+                                             "learning-rate-factor",
+                                             "use-natural-gradient",
+                                             "rank-in",
+                                             "rank-out",
+                                             "update-period",
+                                             "num-samples-history",
+                                             "alpha",
+                                             "context"};
+#define LAYER_KEYS_HINT                                                                    \
   "known: type, dim, group, bias-stddev, param-stddev, max-change, learning-rate-factor, " \
   "use-natural-gradient, rank-in, rank-out, update-period, num-samples-history, alpha"
-#define OUTPUT_KEYS_HINT                                                                \
-  "known: dim, bias-stddev, param-stddev, max-change, learning-rate-factor, "          \
+#define OUTPUT_KEYS_HINT                                                      \
+  "known: dim, bias-stddev, param-stddev, max-change, learning-rate-factor, " \
   "use-natural-gradient, rank-in, rank-out, update-period, num-samples-history, alpha"
 
 static int key_index(const char *k) {
@@ -224,8 +247,10 @@ static int parse_layer_keys(parse_ctx *p, char *const vals[K_NUM], layer_spec *s
   if (vals[K_MAX_CHANGE]) {
     if ((rc = parse_float(p, "max-change", vals[K_MAX_CHANGE], &d))) return rc;
     if (d < 0)
-      return perr(p, "max-change=%s must be >= 0 (0 turns it off; Kaldi uses 0.75 for hidden "
-                     "layers, 1.5 for the output)", vals[K_MAX_CHANGE]);
+      return perr(p,
+                  "max-change=%s must be >= 0 (0 turns it off; Kaldi uses 0.75 for hidden "
+                  "layers, 1.5 for the output)",
+                  vals[K_MAX_CHANGE]);
     s->max_change = (float)d;
   }
   if (vals[K_LR_FACTOR]) {
@@ -237,17 +262,20 @@ static int parse_layer_keys(parse_ctx *p, char *const vals[K_NUM], layer_spec *s
   }
   if (vals[K_USE_NG]) {
     if (strcmp(vals[K_USE_NG], "true") == 0) s->ng.use_ng = 1;
-    else if (strcmp(vals[K_USE_NG], "false") == 0) s->ng.use_ng = 0;
-    else return perr(p, "bad value 'use-natural-gradient=%s' (expected true or false)",
-                     vals[K_USE_NG]);
+    else if (strcmp(vals[K_USE_NG], "false") == 0)
+      s->ng.use_ng = 0;
+    else
+      return perr(p, "bad value 'use-natural-gradient=%s' (expected true or false)",
+                  vals[K_USE_NG]);
   }
   if (vals[K_RANK_IN]) {
     if ((rc = parse_int(p, "rank-in", vals[K_RANK_IN], &v))) return rc;
     if (v < 1) return perr(p, "rank-in=%s must be >= 1", vals[K_RANK_IN]);
     if (v >= (long)s->in_dim + 1)
-      return perr(p, "rank-in=%s must be less than the layer's input dim + 1 = %d (the "
-                     "natural-gradient input side has dimension I+1; Kaldi default "
-                     "min(20, (I+1)/2) = %d)",
+      return perr(p,
+                  "rank-in=%s must be less than the layer's input dim + 1 = %d (the "
+                  "natural-gradient input side has dimension I+1; Kaldi default "
+                  "min(20, (I+1)/2) = %d)",
                   vals[K_RANK_IN], s->in_dim + 1,
                   (s->in_dim + 1) / 2 < 20 ? (s->in_dim + 1) / 2 : 20);
     s->ng.rank_in = (int)v;
@@ -256,8 +284,9 @@ static int parse_layer_keys(parse_ctx *p, char *const vals[K_NUM], layer_spec *s
     if ((rc = parse_int(p, "rank-out", vals[K_RANK_OUT], &v))) return rc;
     if (v < 1) return perr(p, "rank-out=%s must be >= 1", vals[K_RANK_OUT]);
     if (v >= (long)s->dim)
-      return perr(p, "rank-out=%s must be less than the layer's output dim %d (Kaldi default "
-                     "min(80, (O+1)/2) = %d)",
+      return perr(p,
+                  "rank-out=%s must be less than the layer's output dim %d (Kaldi default "
+                  "min(80, (O+1)/2) = %d)",
                   vals[K_RANK_OUT], s->dim, (s->dim + 1) / 2 < 80 ? (s->dim + 1) / 2 : 80);
     s->ng.rank_out = (int)v;
   }
@@ -312,8 +341,8 @@ static int build_net(ngt_nnet *net, const layer_spec *ls, int nl, const char *sr
     a->b_off = off;
     off += (size_t)s->dim;
     a->param_stddev = !isnan(s->param_stddev) ? s->param_stddev
-                      : is_out                 ? 0.0f
-                                               : (float)(1.0 / sqrt((double)s->in_dim));
+                      : is_out                ? 0.0f
+                                              : (float)(1.0 / sqrt((double)s->in_dim));
     a->bias_stddev = !isnan(s->bias_stddev) ? s->bias_stddev : is_out ? 0.0f : 0.5f;
     a->max_change = !isnan(s->max_change) ? s->max_change : is_out ? 1.5f : 0.75f;
     a->lr_factor = !isnan(s->lr_factor) ? s->lr_factor : 1.0f;
@@ -370,9 +399,15 @@ int ngt_nnet_from_config(const char *text, const char *source, ngt_nnet **out, n
   layer_spec *ls = NULL;
   int nl = 0, cap = 0, rc = 0;
   int have_input = 0, have_output = 0, input_line = 0;
-  if (!buf || !net) { rc = ngt_err_set(err, NGT_ENOMEM, "%s: out of memory", source); goto out_fail; }
+  if (!buf || !net) {
+    rc = ngt_err_set(err, NGT_ENOMEM, "%s: out of memory", source);
+    goto out_fail;
+  }
   net->config_text = strdup(text ? text : "");
-  if (!net->config_text) { rc = ngt_err_set(err, NGT_ENOMEM, "%s: out of memory", source); goto out_fail; }
+  if (!net->config_text) {
+    rc = ngt_err_set(err, NGT_ENOMEM, "%s: out of memory", source);
+    goto out_fail;
+  }
 
   char *line = buf;
   int lineno = 0;
@@ -388,7 +423,10 @@ int ngt_nnet_from_config(const char *text, const char *source, ngt_nnet **out, n
     int nt = 0;
     char *save = NULL;
     for (char *t = strtok_r(line, " \t\r\v\f", &save); t; t = strtok_r(NULL, " \t\r\v\f", &save)) {
-      if (nt == 64) { rc = perr(&p, "too many items on one line (at most 64)"); goto out_fail; }
+      if (nt == 64) {
+        rc = perr(&p, "too many items on one line (at most 64)");
+        goto out_fail;
+      }
       tok[nt++] = t;
     }
     line = nlp ? nlp + 1 : NULL;
@@ -398,18 +436,24 @@ int ngt_nnet_from_config(const char *text, const char *source, ngt_nnet **out, n
     int is_input = strcmp(kw, "input") == 0, is_layer = strcmp(kw, "layer") == 0,
         is_output = strcmp(kw, "output") == 0;
     if (!is_input && !is_layer && !is_output) {
-      rc = perr(&p, "unknown keyword '%.40s' (expected 'input', 'layer' or 'output' at the start "
-                    "of the line)", kw);
+      rc = perr(&p,
+                "unknown keyword '%.40s' (expected 'input', 'layer' or 'output' at the start "
+                "of the line)",
+                kw);
       goto out_fail;
     }
     if (is_input && have_input) {
-      rc = perr(&p, "duplicate input line (the input was already given on line %d; a network "
-                    "has exactly one)", input_line);
+      rc = perr(&p,
+                "duplicate input line (the input was already given on line %d; a network "
+                "has exactly one)",
+                input_line);
       goto out_fail;
     }
     if (!is_input && !have_input) {
-      rc = perr(&p, "'%s' before the input line (the first line must be 'input dim=D "
-                    "context=-L..R')", kw);
+      rc = perr(&p,
+                "'%s' before the input line (the first line must be 'input dim=D "
+                "context=-L..R')",
+                kw);
       goto out_fail;
     }
     if (have_output) {
@@ -433,28 +477,36 @@ int ngt_nnet_from_config(const char *text, const char *source, ngt_nnet **out, n
       int k = key_index(key);
       int allowed;
       if (is_input) allowed = k == K_DIM || k == K_CONTEXT;
-      else if (is_layer) allowed = k >= 0 && k != K_CONTEXT;
-      else allowed = k >= 0 && k != K_CONTEXT && k != K_TYPE && k != K_GROUP;
+      else if (is_layer)
+        allowed = k >= 0 && k != K_CONTEXT;
+      else
+        allowed = k >= 0 && k != K_CONTEXT && k != K_TYPE && k != K_GROUP;
       if (!allowed) {
         if (is_output && (k == K_TYPE || k == K_GROUP))
-          rc = perr(&p, "key '%s' is not allowed on the output line (it is always affine + "
-                        "log-softmax; add a 'layer' line before it instead)", key);
+          rc = perr(&p,
+                    "key '%s' is not allowed on the output line (it is always affine + "
+                    "log-softmax; add a 'layer' line before it instead)",
+                    key);
         else
           rc = perr(&p, "unknown key '%s' on the %s line (%s)", key, kw,
-                    is_input ? "known: dim, context" : is_layer ? LAYER_KEYS_HINT
-                                                                : OUTPUT_KEYS_HINT);
+                    is_input   ? "known: dim, context"
+                    : is_layer ? LAYER_KEYS_HINT
+                               : OUTPUT_KEYS_HINT);
         goto out_fail;
       }
       if (vals[k]) {
-        rc = perr(&p, "duplicate key '%s' (given as %s=%s and %s=%s; keep one)", key, key,
-                  vals[k], key, eq + 1);
+        rc = perr(&p, "duplicate key '%s' (given as %s=%s and %s=%s; keep one)", key, key, vals[k],
+                  key, eq + 1);
         goto out_fail;
       }
       vals[k] = eq + 1;
     }
 
     if (is_input) {
-      if (!vals[K_DIM]) { rc = perr(&p, "missing dim on the input line (e.g. 'input dim=40 context=-5..5')"); goto out_fail; }
+      if (!vals[K_DIM]) {
+        rc = perr(&p, "missing dim on the input line (e.g. 'input dim=40 context=-5..5')");
+        goto out_fail;
+      }
       if ((rc = parse_dim(&p, "dim", vals[K_DIM], &net->feat_dim))) goto out_fail;
       if (vals[K_CONTEXT] &&
           (rc = parse_context(&p, vals[K_CONTEXT], &net->ctx_left, &net->ctx_right)))
@@ -504,8 +556,10 @@ int ngt_nnet_from_config(const char *text, const char *source, ngt_nnet **out, n
       }
       if ((rc = parse_dim(&p, "group", vals[K_GROUP], &s.group))) goto out_fail;
       if (s.dim % s.group != 0) {
-        rc = perr(&p, "dim=%d is not divisible by group=%d (p-norm pools groups of %d inputs; "
-                      "choose dim a multiple of group)", s.dim, s.group, s.group);
+        rc = perr(&p,
+                  "dim=%d is not divisible by group=%d (p-norm pools groups of %d inputs; "
+                  "choose dim a multiple of group)",
+                  s.dim, s.group, s.group);
         goto out_fail;
       }
     } else if (vals[K_GROUP]) {
@@ -517,7 +571,10 @@ int ngt_nnet_from_config(const char *text, const char *source, ngt_nnet **out, n
     if (nl == cap) {
       int ncap = cap ? 2 * cap : 8;
       layer_spec *nls = realloc(ls, (size_t)ncap * sizeof *nls);
-      if (!nls) { rc = ngt_err_set(err, NGT_ENOMEM, "%s: out of memory", source); goto out_fail; }
+      if (!nls) {
+        rc = ngt_err_set(err, NGT_ENOMEM, "%s: out of memory", source);
+        goto out_fail;
+      }
       ls = nls;
       cap = ncap;
     }
@@ -585,8 +642,11 @@ ngt_nnet *ngt_nnet_copy(const ngt_nnet *net) {
   return c;
 }
 
-#define WHY(...) \
-  do { if (why && whylen) snprintf(why, whylen, __VA_ARGS__); return 0; } while (0)
+#define WHY(...)                                           \
+  do {                                                     \
+    if (why && whylen) snprintf(why, whylen, __VA_ARGS__); \
+    return 0;                                              \
+  } while (0)
 
 int ngt_nnet_same_structure(const ngt_nnet *a, const ngt_nnet *b, char *why, size_t whylen) {
   return ngt_nnet_compare_structure(a, b, 0, why, whylen);
@@ -610,7 +670,8 @@ int ngt_nnet_compare_structure(const ngt_nnet *a, const ngt_nnet *b, int flags, 
       WHY("component %d: type %s vs %s", c, ngt_comp_type_name(x->type),
           ngt_comp_type_name(y->type));
     const char *tn = ngt_comp_type_name(x->type);
-    if (x->in_dim != y->in_dim) WHY("component %d (%s): in_dim %d vs %d", c, tn, x->in_dim, y->in_dim);
+    if (x->in_dim != y->in_dim)
+      WHY("component %d (%s): in_dim %d vs %d", c, tn, x->in_dim, y->in_dim);
     if (x->out_dim != y->out_dim)
       WHY("component %d (%s): out_dim %d vs %d", c, tn, x->out_dim, y->out_dim);
     if (x->type == NGT_COMP_AFFINE && (x->w_off != y->w_off || x->b_off != y->b_off))
@@ -698,7 +759,8 @@ ngt_nnet_ws *ngt_nnet_ws_new(const ngt_nnet *net, int max_rows) {
   ws->scratch = params_alloc(total);
   if (!ws->scratch)
     ngt_die("out of memory allocating a %.1f MB network workspace for minibatches of %d rows "
-            "(use a smaller --minibatch-size)", (double)total * 4.0 / 1e6, max_rows);
+            "(use a smaller --minibatch-size)",
+            (double)total * 4.0 / 1e6, max_rows);
   ws->out = ngt_xcalloc((size_t)net->num_comps, sizeof *ws->out);
   ws->deriv = ngt_xcalloc((size_t)net->num_comps, sizeof *ws->deriv);
   float *p = ws->scratch;
@@ -807,11 +869,14 @@ static void relu_forward(ngt_mat in, ngt_mat out) {
  * for CPUs with AVX-512 BF16 (where the bf16 engine runs), the same body compiled for
  * AVX-512 that also writes the bf16 copy of its output row while the row is in cache
  * (the operand of the next GEMM). bf == NULL: no bf16 copy. */
-#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,prefer-vector-width=512")))
-#define ROW_KERNEL(name, params, args)                                  \
-  AVX512_BF16 static void name##_avx512 params { name##_body args; }   \
-  static void name params {                                             \
-    if (ngt_cpu_avx512bf16()) name##_avx512 args; else name##_body args; \
+#define AVX512_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,prefer-vector-width=512")))
+#define ROW_KERNEL(name, params, args)                               \
+  AVX512_BF16 static void name##_avx512 params { name##_body args; } \
+  static void name params {                                          \
+    if (ngt_cpu_avx512bf16()) name##_avx512 args;                    \
+    else                                                             \
+      name##_body args;                                              \
   }
 
 /* exp for the log-softmax passes, vectorisable (Cephes expf: n = round(x log2 e),
@@ -833,7 +898,10 @@ static inline float vexpf(float x0) {
   p = p * r + 5.0000001201e-1f;
   float e = p * r * r + r + 1.0f;
   float nn = n == n ? n : 0.0f; /* NaN: e is NaN already */
-  union { uint32_t u; float f; } sc;
+  union {
+    uint32_t u;
+    float f;
+  } sc;
   sc.u = ((uint32_t)(int32_t)nn + 127u) << 23;
   return x0 < -87.0f ? 0.0f : e * sc.f;
 }
@@ -1027,8 +1095,9 @@ void ngt_nnet_forward(const ngt_nnet *net, ngt_nnet_ws *ws, ngt_mat X) {
     const ngt_comp *cp = &net->comps[c];
     ngt_mat in = ngt_nnet_ws_input(ws, c), out = ws->out[c];
     NGT_ASSERT(in.cols == cp->in_dim && out.cols == cp->out_dim);
-    uint16_t *next_bf = bf16 && c + 1 < net->num_comps &&
-                        net->comps[c + 1].type == NGT_COMP_AFFINE ? ws->in_bf[c + 1] : NULL;
+    uint16_t *next_bf = bf16 && c + 1 < net->num_comps && net->comps[c + 1].type == NGT_COMP_AFFINE
+                            ? ws->in_bf[c + 1]
+                            : NULL;
     int ready = in_bf_ready;
     in_bf_ready = 0;
     switch (cp->type) {
@@ -1079,14 +1148,21 @@ void ngt_nnet_backward(const ngt_nnet *net, ngt_nnet_ws *ws, const int32_t *labe
     const ngt_comp *cp = &net->comps[c];
     ngt_mat in = ws->out[c - 1], out = ws->out[c], dy = ws->deriv[c], dx = ws->deriv[c - 1];
     uint16_t *dx_bf = ws->precision == NGT_PREC_BF16 && net->comps[c - 1].type == NGT_COMP_AFFINE
-                          ? ws->d_bf[c - 1] : NULL;
+                          ? ws->d_bf[c - 1]
+                          : NULL;
     int fused = 0;
     switch (cp->type) {
       case NGT_COMP_AFFINE: affine_backward(net, ws, c, dy, dx); break;
-      case NGT_COMP_RELU: relu_backward(out, dy, dx, dx_bf); fused = 1; break;
+      case NGT_COMP_RELU:
+        relu_backward(out, dy, dx, dx_bf);
+        fused = 1;
+        break;
       case NGT_COMP_PNORM: pnorm_backward(cp->group, in, out, dy, dx); break;
       case NGT_COMP_NORMALIZE: normalize_backward(in, dy, dx); break;
-      case NGT_COMP_LOGSOFTMAX: logsoftmax_backward(out, dy, dx, dx_bf); fused = 1; break;
+      case NGT_COMP_LOGSOFTMAX:
+        logsoftmax_backward(out, dy, dx, dx_bf);
+        fused = 1;
+        break;
       default: NGT_ASSERT(!"unknown component type");
     }
     /* bf16: an affine component's output derivative, for its backward GEMM and the
@@ -1098,10 +1174,10 @@ void ngt_nnet_backward(const ngt_nnet *net, ngt_nnet_ws *ws, const int32_t *labe
 void ngt_nnet_gradient(const ngt_nnet *net, const ngt_nnet_ws *ws, float *grad) {
   for (int c = 0; c < net->num_comps; c++) {
     if (net->comps[c].type != NGT_COMP_AFFINE) continue;
-    ngt_mat G = ws->deriv[c];               /* (N, O) */
-    ngt_mat X = ngt_nnet_ws_input(ws, c);   /* (N, I) */
-    ngt_mat dW = ngt_nnet_W(net, grad, c);  /* (O, I) */
-    float *db = ngt_nnet_b(net, grad, c);   /* (O) */
+    ngt_mat G = ws->deriv[c];              /* (N, O) */
+    ngt_mat X = ngt_nnet_ws_input(ws, c);  /* (N, I) */
+    ngt_mat dW = ngt_nnet_W(net, grad, c); /* (O, I) */
+    float *db = ngt_nnet_b(net, grad, c);  /* (O) */
     ngt_gemm(1, 0, 1.0f, G, X, 0.0f, dW);
     int O = G.cols;
     for (int j = 0; j < O; j++) db[j] = 0.0f;

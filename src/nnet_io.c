@@ -41,8 +41,8 @@
 #define MAX_COMPACT 65535      /* links/attributes per object kept compact (HDF5's maximum) */
 
 /* The first line of advice for a damaged file, after "the file is damaged". */
-#define DAMAGED_HINT                                                                        \
-  "; restore it from a copy or delete it (a resumed run falls back to the checkpoint "      \
+#define DAMAGED_HINT                                                                   \
+  "; restore it from a copy or delete it (a resumed run falls back to the checkpoint " \
   "before it by itself)"
 
 /* ------------------------------------------------------------------------------------ */
@@ -107,9 +107,21 @@ static const char *blob_type_name(int type) {
 
 static int blob_types(int type, hid_t *ftype, hid_t *mtype, size_t *elsize) {
   switch (type) {
-    case NGT_BLOB_F32: *ftype = H5T_IEEE_F32LE; *mtype = H5T_NATIVE_FLOAT; *elsize = 4; return 0;
-    case NGT_BLOB_F64: *ftype = H5T_IEEE_F64LE; *mtype = H5T_NATIVE_DOUBLE; *elsize = 8; return 0;
-    case NGT_BLOB_I64: *ftype = H5T_STD_I64LE; *mtype = H5T_NATIVE_INT64; *elsize = 8; return 0;
+    case NGT_BLOB_F32:
+      *ftype = H5T_IEEE_F32LE;
+      *mtype = H5T_NATIVE_FLOAT;
+      *elsize = 4;
+      return 0;
+    case NGT_BLOB_F64:
+      *ftype = H5T_IEEE_F64LE;
+      *mtype = H5T_NATIVE_DOUBLE;
+      *elsize = 8;
+      return 0;
+    case NGT_BLOB_I64:
+      *ftype = H5T_STD_I64LE;
+      *mtype = H5T_NATIVE_INT64;
+      *elsize = 8;
+      return 0;
     default: return -1;
   }
 }
@@ -119,18 +131,18 @@ static int blob_types(int type, hid_t *ftype, hid_t *mtype, size_t *elsize) {
  * root last. */
 static int write_model(hid_t f, const char *file, const ngt_nnet *net, const ngt_blob *extra,
                        int n_extra, hid_t gcpl, hid_t dcpl, ngt_err *err) {
-#define TRY(expr)                 \
-  do {                            \
+#define TRY(expr)                     \
+  do {                                \
     if ((rc = (expr)) != 0) goto out; \
   } while (0)
-#define GROUP(var, loc, name)                                                                \
-  do {                                                                                       \
-    if ((var = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT)) < 0) {                 \
-      char h5msg[256];                                                                       \
-      rc = ngt_err_set(err, NGT_EIO, "'%s': cannot create group '%s': %s", file, name,       \
-                       ngt_h5_last_error(h5msg, sizeof h5msg));                              \
-      goto out;                                                                              \
-    }                                                                                        \
+#define GROUP(var, loc, name)                                                          \
+  do {                                                                                 \
+    if ((var = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT)) < 0) {           \
+      char h5msg[256];                                                                 \
+      rc = ngt_err_set(err, NGT_EIO, "'%s': cannot create group '%s': %s", file, name, \
+                       ngt_h5_last_error(h5msg, sizeof h5msg));                        \
+      goto out;                                                                        \
+    }                                                                                  \
   } while (0)
   int rc = 0;
   hid_t comps = -1, g = -1, ds = -1, ts = -1;
@@ -187,7 +199,8 @@ static int write_model(hid_t f, const char *file, const ngt_nnet *net, const ngt
                    dcpl, &ds, file, err));
     TRY(ngt_h5_attr_write_int(ds, "type", net->transform_type, file, err));
     TRY(ngt_h5_attr_write_str(ds, "type_name",
-                              net->transform_type == NGT_TRANSFORM_LDA ? "lda" : "cmvn", file, err));
+                              net->transform_type == NGT_TRANSFORM_LDA ? "lda" : "cmvn", file,
+                              err));
     TRY(ngt_h5_seal(ds, net->transform, (size_t)td[0] * (size_t)td[1], sizeof(float), file, err));
     H5Dclose(ds);
     ds = -1;
@@ -232,18 +245,25 @@ int ngt_nnet_save(const ngt_nnet *net, const char *path, const ngt_blob *extra, 
     hid_t ft = -1, mt = -1;
     size_t es = 0;
     if (!blob_name_ok(extra[i].name))
-      return ngt_err_set(err, NGT_EINVAL, "cannot write model '%s': bad train_state name '%s' "
-                         "(use letters, digits and '_')", path, extra[i].name ? extra[i].name : "(null)");
+      return ngt_err_set(err, NGT_EINVAL,
+                         "cannot write model '%s': bad train_state name '%s' "
+                         "(use letters, digits and '_')",
+                         path, extra[i].name ? extra[i].name : "(null)");
     if (blob_types(extra[i].type, &ft, &mt, &es) != 0)
-      return ngt_err_set(err, NGT_EINVAL, "cannot write model '%s': train_state '%s' has unknown "
-                         "type %d", path, extra[i].name, extra[i].type);
+      return ngt_err_set(err, NGT_EINVAL,
+                         "cannot write model '%s': train_state '%s' has unknown "
+                         "type %d",
+                         path, extra[i].name, extra[i].type);
     if (extra[i].n > 0 && !extra[i].data)
-      return ngt_err_set(err, NGT_EINVAL, "cannot write model '%s': train_state '%s' has %zu "
-                         "elements but no data", path, extra[i].name, extra[i].n);
+      return ngt_err_set(err, NGT_EINVAL,
+                         "cannot write model '%s': train_state '%s' has %zu "
+                         "elements but no data",
+                         path, extra[i].name, extra[i].n);
     for (int j = 0; j < i; j++)
       if (strcmp(extra[i].name, extra[j].name) == 0)
-        return ngt_err_set(err, NGT_EINVAL, "cannot write model '%s': train_state '%s' given twice",
-                           path, extra[i].name);
+        return ngt_err_set(err, NGT_EINVAL,
+                           "cannot write model '%s': train_state '%s' given twice", path,
+                           extra[i].name);
   }
   /* A clear message for the commonest mistake: the directory does not exist. */
   char *pcopy = strdup(path);
@@ -252,9 +272,10 @@ int ngt_nnet_save(const ngt_nnet *net, const char *path, const ngt_blob *extra, 
   struct stat st;
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
     int e = errno;
-    int rc = ngt_err_set(err, NGT_EIO, "cannot write model '%s': directory '%s' %s (create it "
-                         "first, or check the path)", path, dir,
-                         e == ENOENT || e == 0 ? "does not exist" : strerror(e));
+    int rc = ngt_err_set(err, NGT_EIO,
+                         "cannot write model '%s': directory '%s' %s (create it "
+                         "first, or check the path)",
+                         path, dir, e == ENOENT || e == 0 ? "does not exist" : strerror(e));
     free(pcopy);
     return rc;
   }
@@ -286,21 +307,26 @@ int ngt_nnet_save(const ngt_nnet *net, const char *path, const ngt_blob *extra, 
   if (f < 0) {
     int e = errno;
     rc = ngt_err_set(err, NGT_EIO, "cannot write model '%s': cannot create '%s': %s%s%s", path,
-                     tmp, ngt_h5_last_error(h5msg, sizeof h5msg), e ? ": " : "", e ? strerror(e) : "");
+                     tmp, ngt_h5_last_error(h5msg, sizeof h5msg), e ? ": " : "",
+                     e ? strerror(e) : "");
     unlink(tmp);
     goto out_props;
   }
   ngt_err we = {0};
   if (write_model(f, tmp, net, extra, n_extra, gcpl, dcpl, &we) != 0) {
-    rc = ngt_err_set(err, we.code ? we.code : NGT_EIO, "cannot write model '%s': %s (is the disk "
-                     "full?)", path, we.msg);
+    rc = ngt_err_set(err, we.code ? we.code : NGT_EIO,
+                     "cannot write model '%s': %s (is the disk "
+                     "full?)",
+                     path, we.msg);
     H5Fclose(f);
     unlink(tmp);
     goto out_props;
   }
   if (H5Fclose(f) < 0) {
-    rc = ngt_err_set(err, NGT_EIO, "cannot write model '%s': closing '%s' failed: %s (is the disk "
-                     "full?)", path, tmp, ngt_h5_last_error(h5msg, sizeof h5msg));
+    rc = ngt_err_set(err, NGT_EIO,
+                     "cannot write model '%s': closing '%s' failed: %s (is the disk "
+                     "full?)",
+                     path, tmp, ngt_h5_last_error(h5msg, sizeof h5msg));
     unlink(tmp);
     goto out_props;
   }
@@ -337,9 +363,11 @@ static int verify(const char *path, int legacy, hid_t obj, const void *data, siz
   if (r == 1) {
     char on[256];
     if (H5Iget_name(obj, on, sizeof on) <= 0) snprintf(on, sizeof on, "an object");
-    return ngt_err_set(err, NGT_EFORMAT, "model '%s': %s has no checksum (attribute '%s' is "
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': %s has no checksum (attribute '%s' is "
                        "missing) though the file is in the checksummed format: the file is "
-                       "damaged" DAMAGED_HINT, path, on, NGT_H5_CHECKSUM_ATTR);
+                       "damaged" DAMAGED_HINT,
+                       path, on, NGT_H5_CHECKSUM_ATTR);
   }
   return ngt_err_set(err, r, "model %s" DAMAGED_HINT, e.msg);
 }
@@ -353,17 +381,20 @@ static void fmt_dims(char *buf, size_t n, int rank, const hsize_t *d) {
 
 /* Read the float dataset loc/name (shown as `where`) of exactly `rank` x want dims into
  * dst, and check every value is finite. */
-static int read_f32(const char *path, int legacy, hid_t loc, const char *name,
-                    const char *where, int rank, const hsize_t *want, float *dst, ngt_err *err) {
+static int read_f32(const char *path, int legacy, hid_t loc, const char *name, const char *where,
+                    int rank, const hsize_t *want, float *dst, ngt_err *err) {
   char h5msg[256], got_s[96], want_s[96];
   if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
-    return ngt_err_set(err, NGT_EFORMAT, "model '%s': %s is missing (the file is damaged; use "
-                       "another checkpoint)", path, where);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': %s is missing (the file is damaged; use "
+                       "another checkpoint)",
+                       path, where);
   hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
   if (ds < 0)
-    return ngt_err_set(err, NGT_EFORMAT, "model '%s': cannot open %s as a dataset: %s (the file "
-                       "is damaged" DAMAGED_HINT ")", path,
-                       where, ngt_h5_last_error(h5msg, sizeof h5msg));
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': cannot open %s as a dataset: %s (the file "
+                       "is damaged" DAMAGED_HINT ")",
+                       path, where, ngt_h5_last_error(h5msg, sizeof h5msg));
   int rc = 0;
   hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds);
   if (t < 0 || H5Tget_class(t) != H5T_FLOAT) {
@@ -379,15 +410,19 @@ static int read_f32(const char *path, int legacy, hid_t loc, const char *name,
   if (!same) {
     fmt_dims(got_s, sizeof got_s, r < 0 ? 0 : r, got);
     fmt_dims(want_s, sizeof want_s, rank, want);
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': %s has shape %s but the config says %s (the "
-                     "file was modified or damaged)", path, where, got_s, want_s);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': %s has shape %s but the config says %s (the "
+                     "file was modified or damaged)",
+                     path, where, got_s, want_s);
     goto out_close;
   }
   size_t n = 1;
   for (int i = 0; i < rank; i++) n *= (size_t)want[i];
   if (n > 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': cannot read %s: %s (the file is truncated or "
-                     "damaged)", path, where, ngt_h5_last_error(h5msg, sizeof h5msg));
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': cannot read %s: %s (the file is truncated or "
+                     "damaged)",
+                     path, where, ngt_h5_last_error(h5msg, sizeof h5msg));
     goto out_close;
   }
   /* before the finiteness check: a damaged value is not a diverged model */
@@ -395,11 +430,14 @@ static int read_f32(const char *path, int legacy, hid_t loc, const char *name,
   for (size_t k = 0; k < n; k++) {
     if (!isfinite(dst[k])) {
       char idx[64];
-      if (rank == 2) snprintf(idx, sizeof idx, "[%zu, %zu]", k / (size_t)want[1], k % (size_t)want[1]);
-      else snprintf(idx, sizeof idx, "[%zu]", k);
-      rc = ngt_err_set(err, NGT_ENUM, "model '%s': %s%s is %s (the model diverged; use an "
-                       "earlier checkpoint or a smaller learning rate)", path, where, idx,
-                       isnan(dst[k]) ? "NaN" : "infinite");
+      if (rank == 2)
+        snprintf(idx, sizeof idx, "[%zu, %zu]", k / (size_t)want[1], k % (size_t)want[1]);
+      else
+        snprintf(idx, sizeof idx, "[%zu]", k);
+      rc = ngt_err_set(err, NGT_ENUM,
+                       "model '%s': %s%s is %s (the model diverged; use an "
+                       "earlier checkpoint or a smaller learning rate)",
+                       path, where, idx, isnan(dst[k]) ? "NaN" : "infinite");
       goto out_close;
     }
   }
@@ -415,9 +453,11 @@ static void warn_legacy(const char *path, unsigned super) {
   static _Thread_local char last[4096];
   if (strcmp(last, path) == 0) return;
   snprintf(last, sizeof last, "%s", path);
-  NGT_LOG(NGT_WARN, "model '%s' was written before ngtrain checksummed its files (HDF5 "
+  NGT_LOG(NGT_WARN,
+          "model '%s' was written before ngtrain checksummed its files (HDF5 "
           "superblock version %u, no /%s): it is read without a check for damage; save it "
-          "again with this ngtrain to add one", path, super, NGT_H5_CHECKSUM_ATTR);
+          "again with this ngtrain to add one",
+          path, super, NGT_H5_CHECKSUM_ATTR);
 }
 
 /* Open path read-only as an ngtrain model, check format, the root's checksum and the
@@ -434,13 +474,17 @@ static int open_model(const char *path, hid_t *out, int *legacy, ngt_err *err) {
   if (S_ISDIR(st.st_mode))
     return ngt_err_set(err, NGT_EIO, "model '%s' is a directory, not a model file", path);
   if (st.st_size == 0)
-    return ngt_err_set(err, NGT_EFORMAT, "model '%s' is empty (0 bytes; was its write "
-                       "interrupted?)", path);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s' is empty (0 bytes; was its write "
+                       "interrupted?)",
+                       path);
   htri_t is = H5Fis_hdf5(path);
   H5Eclear2(H5E_DEFAULT);
   if (is <= 0)
-    return ngt_err_set(err, NGT_EFORMAT, "model '%s' is not an HDF5 file (or is truncated before "
-                       "its header); was it written by ngtrain?", path);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s' is not an HDF5 file (or is truncated before "
+                       "its header); was it written by ngtrain?",
+                       path);
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
     if (fapl >= 0) H5Pclose(fapl);
@@ -450,9 +494,10 @@ static int open_model(const char *path, hid_t *out, int *legacy, ngt_err *err) {
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   if (f < 0) {
     /* read the HDF5 error stack before any other HDF5 call clears it */
-    ngt_err_set(err, NGT_EFORMAT, "model '%s': cannot open as HDF5: %s (the file is truncated or "
-                "corrupt; restore it or use another checkpoint)", path,
-                ngt_h5_last_error(h5msg, sizeof h5msg));
+    ngt_err_set(err, NGT_EFORMAT,
+                "model '%s': cannot open as HDF5: %s (the file is truncated or "
+                "corrupt; restore it or use another checkpoint)",
+                path, ngt_h5_last_error(h5msg, sizeof h5msg));
     H5Pclose(fapl);
     return NGT_EFORMAT;
   }
@@ -461,19 +506,23 @@ static int open_model(const char *path, hid_t *out, int *legacy, ngt_err *err) {
   ngt_err fe = {0};
   int rc = ngt_h5_attr_read_str(f, "format", &fmt, path, &fe);
   if (rc == 1) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': not an ngtrain model (attribute 'format' "
-                     "missing); was it written by ngtrain?", path);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': not an ngtrain model (attribute 'format' "
+                     "missing); was it written by ngtrain?",
+                     path);
     goto out_fail;
   }
   if (rc < 0) { /* h5util's message names the file and says why (e.g. a metadata checksum) */
-    rc = ngt_err_set(err, NGT_EFORMAT, "model %s; if it was written by ngtrain, restore it from a "
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model %s; if it was written by ngtrain, restore it from a "
                      "copy or delete it (a resumed run falls back to the checkpoint before it by "
-                     "itself)", fe.msg);
+                     "itself)",
+                     fe.msg);
     goto out_fail;
   }
   if (strcmp(fmt, MODEL_FORMAT) != 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': attribute 'format' is '%.100s', not '%s'%s", path,
-                     fmt, MODEL_FORMAT,
+    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': attribute 'format' is '%.100s', not '%s'%s",
+                     path, fmt, MODEL_FORMAT,
                      strcmp(fmt, "ngtrain-shard") == 0 ? " (this is a data shard, not a model)"
                                                        : " (not an ngtrain model)");
     goto out_fail;
@@ -490,13 +539,17 @@ static int open_model(const char *path, hid_t *out, int *legacy, ngt_err *err) {
   long long ver;
   rc = attr_read_i64(f, "version", &ver);
   if (rc != 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': attribute 'version' is %s (the file is "
-                     "damaged)", path, rc == 1 ? "missing" : "not an integer");
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': attribute 'version' is %s (the file is "
+                     "damaged)",
+                     path, rc == 1 ? "missing" : "not an integer");
     goto out_fail;
   }
   if (ver != MODEL_VERSION) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s' has format version %lld but this ngtrain reads "
-                     "version %d (use the ngtrain that wrote it)", path, ver, MODEL_VERSION);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s' has format version %lld but this ngtrain reads "
+                     "version %d (use the ngtrain that wrote it)",
+                     path, ver, MODEL_VERSION);
     goto out_fail;
   }
   free(fmt);
@@ -521,31 +574,38 @@ static herr_t verify_blob(hid_t ts, const char *name, const H5L_info_t *info, vo
   char h5msg[256];
   hid_t ds = H5Dopen2(ts, name, H5P_DEFAULT), t = -1, sp = -1;
   if (ds < 0 || (t = H5Dget_type(ds)) < 0 || (sp = H5Dget_space(ds)) < 0) {
-    c->rc = ngt_err_set(c->err, NGT_EFORMAT, "model '%s': cannot open /train_state/%s: %s (the "
-                        "file is damaged" DAMAGED_HINT ")", c->path, name,
-                        ngt_h5_last_error(h5msg, sizeof h5msg));
+    c->rc = ngt_err_set(c->err, NGT_EFORMAT,
+                        "model '%s': cannot open /train_state/%s: %s (the "
+                        "file is damaged" DAMAGED_HINT ")",
+                        c->path, name, ngt_h5_last_error(h5msg, sizeof h5msg));
     goto out;
   }
   H5T_class_t cls = H5Tget_class(t);
   size_t sz = H5Tget_size(t);
-  hid_t mt = cls == H5T_FLOAT ? (sz == 4 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE) : H5T_NATIVE_INT64;
+  hid_t mt = cls == H5T_FLOAT ? (sz == 4 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE)
+                              : H5T_NATIVE_INT64;
   size_t es = mt == H5T_NATIVE_FLOAT ? 4 : 8;
   hssize_t np = H5Sget_simple_extent_npoints(sp);
   if ((cls != H5T_FLOAT && cls != H5T_INTEGER) || np < 0 || (size_t)np > SIZE_MAX / es) {
-    c->rc = ngt_err_set(c->err, NGT_EFORMAT, "model '%s': /train_state/%s is not a numeric array "
-                        "ngtrain wrote (the file is damaged" DAMAGED_HINT ")", c->path, name);
+    c->rc = ngt_err_set(c->err, NGT_EFORMAT,
+                        "model '%s': /train_state/%s is not a numeric array "
+                        "ngtrain wrote (the file is damaged" DAMAGED_HINT ")",
+                        c->path, name);
     goto out;
   }
   void *buf = malloc(np ? (size_t)np * es : 1);
   if (!buf) {
-    c->rc = ngt_err_set(c->err, NGT_ENOMEM, "model '%s': out of memory checking /train_state/%s "
-                        "(%lld elements)", c->path, name, (long long)np);
+    c->rc = ngt_err_set(c->err, NGT_ENOMEM,
+                        "model '%s': out of memory checking /train_state/%s "
+                        "(%lld elements)",
+                        c->path, name, (long long)np);
     goto out;
   }
   if (np > 0 && H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-    c->rc = ngt_err_set(c->err, NGT_EFORMAT, "model '%s': cannot read /train_state/%s: %s (the "
-                        "file is truncated or damaged" DAMAGED_HINT ")", c->path, name,
-                        ngt_h5_last_error(h5msg, sizeof h5msg));
+    c->rc = ngt_err_set(c->err, NGT_EFORMAT,
+                        "model '%s': cannot read /train_state/%s: %s (the "
+                        "file is truncated or damaged" DAMAGED_HINT ")",
+                        c->path, name, ngt_h5_last_error(h5msg, sizeof h5msg));
   else
     c->rc = verify(c->path, 0, ds, buf, (size_t)np, es, c->err);
   free(buf);
@@ -560,18 +620,20 @@ static int verify_train_state(const char *path, hid_t f, ngt_err *err) {
   char h5msg[256];
   hid_t ts = H5Gopen2(f, "train_state", H5P_DEFAULT);
   if (ts < 0)
-    return ngt_err_set(err, NGT_EFORMAT, "model '%s': cannot open group /train_state: %s (the "
-                       "file is damaged" DAMAGED_HINT ")", path,
-                       ngt_h5_last_error(h5msg, sizeof h5msg));
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': cannot open group /train_state: %s (the "
+                       "file is damaged" DAMAGED_HINT ")",
+                       path, ngt_h5_last_error(h5msg, sizeof h5msg));
   int rc = verify(path, 0, ts, NULL, 0, 0, err);
   if (!rc) {
     ts_ctx c = {path, err, 0};
     hsize_t idx = 0;
     if (H5Literate(ts, H5_INDEX_NAME, H5_ITER_INC, &idx, verify_blob, &c) < 0)
       rc = c.rc ? c.rc
-                : ngt_err_set(err, NGT_EFORMAT, "model '%s': the members of /train_state cannot "
-                              "be listed: %s (the file is damaged" DAMAGED_HINT ")", path,
-                              ngt_h5_last_error(h5msg, sizeof h5msg));
+                : ngt_err_set(err, NGT_EFORMAT,
+                              "model '%s': the members of /train_state cannot "
+                              "be listed: %s (the file is damaged" DAMAGED_HINT ")",
+                              path, ngt_h5_last_error(h5msg, sizeof h5msg));
   }
   H5Gclose(ts);
   return rc;
@@ -583,14 +645,18 @@ static int check_int_attr(const char *path, hid_t obj, const char *where, const 
   long long v;
   int r = attr_read_i64(obj, name, &v);
   if (r == 1)
-    return ngt_err_set(err, NGT_EFORMAT, "model '%s': %s attribute '%s' is missing (the file is "
-                       "damaged)", path, where, name);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': %s attribute '%s' is missing (the file is "
+                       "damaged)",
+                       path, where, name);
   if (r < 0)
     return ngt_err_set(err, NGT_EFORMAT, "model '%s': %s attribute '%s' is not an integer", path,
                        where, name);
   if (v != want)
-    return ngt_err_set(err, NGT_EFORMAT, "model '%s': %s attribute '%s' is %lld but %s %lld (the "
-                       "file was modified or damaged)", path, where, name, v, wantwhat, want);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': %s attribute '%s' is %lld but %s %lld (the "
+                       "file was modified or damaged)",
+                       path, where, name, v, wantwhat, want);
   return 0;
 }
 
@@ -607,8 +673,10 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
 
   int r = attr_read_str(f, "config", &cfg);
   if (r != 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': attribute 'config' is %s (the file is "
-                     "damaged)", path, r == 1 ? "missing" : "not a string");
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': attribute 'config' is %s (the file is "
+                     "damaged)",
+                     path, r == 1 ? "missing" : "not a string");
     goto out_close;
   }
   char src[512];
@@ -630,17 +698,20 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
 
   htri_t ex = H5Lexists(f, "components", H5P_DEFAULT);
   if (ex <= 0 || (comps = H5Gopen2(f, "components", H5P_DEFAULT)) < 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': group /components %s%s (the file is "
-                     "damaged" DAMAGED_HINT ")", path, ex > 0 ? "cannot be opened: " : "is missing",
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': group /components %s%s (the file is "
+                     "damaged" DAMAGED_HINT ")",
+                     path, ex > 0 ? "cannot be opened: " : "is missing",
                      ex > 0 ? ngt_h5_last_error(h5msg, sizeof h5msg) : "");
     goto out_close;
   }
   if ((rc = verify(path, legacy, comps, NULL, 0, 0, err))) goto out_close;
   H5G_info_t gi;
   if (H5Gget_info(comps, &gi) < 0 || gi.nlinks != (hsize_t)net->num_comps) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': /components has %llu entries but the stored "
-                     "config makes %d components (the file was modified or damaged)", path,
-                     (unsigned long long)gi.nlinks, net->num_comps);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': /components has %llu entries but the stored "
+                     "config makes %d components (the file was modified or damaged)",
+                     path, (unsigned long long)gi.nlinks, net->num_comps);
     goto out_close;
   }
   for (int c = 0; c < net->num_comps; c++) {
@@ -650,8 +721,9 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
     snprintf(where, sizeof where, "/components/%s", name);
     ex = H5Lexists(comps, name, H5P_DEFAULT);
     if (ex <= 0 || (g = H5Gopen2(comps, name, H5P_DEFAULT)) < 0) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': group %s %s%s (the file is damaged"
-                       DAMAGED_HINT ")", path, where, ex > 0 ? "cannot be opened: " : "is missing",
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': group %s %s%s (the file is damaged" DAMAGED_HINT ")", path,
+                       where, ex > 0 ? "cannot be opened: " : "is missing",
                        ex > 0 ? ngt_h5_last_error(h5msg, sizeof h5msg) : "");
       goto out_close;
     }
@@ -659,14 +731,17 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
     long long ty;
     r = attr_read_i64(g, "type", &ty);
     if (r != 0) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': %s attribute 'type' is %s (the file is "
-                       "damaged)", path, where, r == 1 ? "missing" : "not an integer");
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': %s attribute 'type' is %s (the file is "
+                       "damaged)",
+                       path, where, r == 1 ? "missing" : "not an integer");
       goto out_close;
     }
     if (ty != cp->type) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': %s attribute 'type' is %lld (%s) but the "
-                       "stored config says %d (%s) (the file was modified or damaged)", path,
-                       where, ty, ngt_comp_type_name((int)ty), (int)cp->type,
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "model '%s': %s attribute 'type' is %lld (%s) but the "
+                       "stored config says %d (%s) (the file was modified or damaged)",
+                       path, where, ty, ngt_comp_type_name((int)ty), (int)cp->type,
                        ngt_comp_type_name(cp->type));
       goto out_close;
     }
@@ -679,9 +754,11 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
     if (cp->type == NGT_COMP_AFFINE) {
       hsize_t wd[2] = {(hsize_t)cp->out_dim, (hsize_t)cp->in_dim}, bd[1] = {(hsize_t)cp->out_dim};
       snprintf(wh2, sizeof wh2, "%s/W", where);
-      if ((rc = read_f32(path, legacy, g, "W", wh2, 2, wd, net->params + cp->w_off, err))) goto out_close;
+      if ((rc = read_f32(path, legacy, g, "W", wh2, 2, wd, net->params + cp->w_off, err)))
+        goto out_close;
       snprintf(wh2, sizeof wh2, "%s/b", where);
-      if ((rc = read_f32(path, legacy, g, "b", wh2, 1, bd, net->params + cp->b_off, err))) goto out_close;
+      if ((rc = read_f32(path, legacy, g, "b", wh2, 1, bd, net->params + cp->b_off, err)))
+        goto out_close;
     }
     H5Gclose(g);
     g = -1;
@@ -693,7 +770,10 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
     int D = net->input_dim;
     size_t n = (size_t)D * (size_t)(D + 1);
     float *T = malloc(n * sizeof *T);
-    if (!T) { rc = ngt_err_set(err, NGT_ENOMEM, "model '%s': out of memory", path); goto out_close; }
+    if (!T) {
+      rc = ngt_err_set(err, NGT_ENOMEM, "model '%s': out of memory", path);
+      goto out_close;
+    }
     hsize_t td[2] = {(hsize_t)D, (hsize_t)D + 1};
     if ((rc = read_f32(path, legacy, f, "input_transform", "/input_transform", 2, td, T, err))) {
       free(T);
@@ -709,9 +789,10 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
         rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': /input_transform attribute 'type' is %s",
                          path, ar == 1 ? "missing" : "not an integer");
       else
-        rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': /input_transform has unknown type %lld "
-                         "(known: %d = lda, %d = cmvn; written by a newer ngtrain?)", path, tt,
-                         NGT_TRANSFORM_LDA, NGT_TRANSFORM_CMVN);
+        rc = ngt_err_set(err, NGT_EFORMAT,
+                         "model '%s': /input_transform has unknown type %lld "
+                         "(known: %d = lda, %d = cmvn; written by a newer ngtrain?)",
+                         path, tt, NGT_TRANSFORM_LDA, NGT_TRANSFORM_CMVN);
       goto out_close;
     }
     ngt_nnet_set_transform(net, (int)tt, T);
@@ -720,9 +801,15 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
   if (H5Lexists(f, "priors", H5P_DEFAULT) > 0) {
     int C = net->num_classes;
     float *P = malloc((size_t)C * sizeof *P);
-    if (!P) { rc = ngt_err_set(err, NGT_ENOMEM, "model '%s': out of memory", path); goto out_close; }
+    if (!P) {
+      rc = ngt_err_set(err, NGT_ENOMEM, "model '%s': out of memory", path);
+      goto out_close;
+    }
     hsize_t pd[1] = {(hsize_t)C};
-    if ((rc = read_f32(path, legacy, f, "priors", "/priors", 1, pd, P, err))) { free(P); goto out_close; }
+    if ((rc = read_f32(path, legacy, f, "priors", "/priors", 1, pd, P, err))) {
+      free(P);
+      goto out_close;
+    }
     double s = 0.0;
     int neg = -1;
     for (int k = 0; k < C; k++) {
@@ -731,11 +818,15 @@ int ngt_nnet_load(const char *path, ngt_nnet **out, ngt_err *err) {
     }
     if (neg >= 0 || fabs(s - 1.0) > 1e-3) {
       if (neg >= 0)
-        rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': /priors[%d] = %g is negative (re-estimate "
-                         "the priors)", path, neg, (double)P[neg]);
+        rc = ngt_err_set(err, NGT_EFORMAT,
+                         "model '%s': /priors[%d] = %g is negative (re-estimate "
+                         "the priors)",
+                         path, neg, (double)P[neg]);
       else
-        rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': /priors sum to %g, not 1 (re-estimate the "
-                         "priors)", path, s);
+        rc = ngt_err_set(err, NGT_EFORMAT,
+                         "model '%s': /priors sum to %g, not 1 (re-estimate the "
+                         "priors)",
+                         path, s);
       free(P);
       goto out_close;
     }
@@ -775,8 +866,10 @@ int ngt_nnet_load_blob(const char *path, const char *name, int type, void **data
   hid_t ft = -1, mt = -1;
   size_t es = 0;
   if (blob_types(type, &ft, &mt, &es) != 0)
-    return ngt_err_set(err, NGT_EINVAL, "model '%s': train_state '%s' requested with unknown type "
-                       "%d", path, name, type);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "model '%s': train_state '%s' requested with unknown type "
+                       "%d",
+                       path, name, type);
   if (!blob_name_ok(name))
     return ngt_err_set(err, NGT_EINVAL, "model '%s': bad train_state name '%s'", path, name);
   hid_t f;
@@ -788,8 +881,10 @@ int ngt_nnet_load_blob(const char *path, const char *name, int type, void **data
   if (H5Lexists(f, "train_state", H5P_DEFAULT) <= 0 ||
       (ts = H5Gopen2(f, "train_state", H5P_DEFAULT)) < 0 ||
       H5Lexists(ts, name, H5P_DEFAULT) <= 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s' has no /train_state/%s (is it a checkpoint, "
-                     "not a final model?)", path, name);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s' has no /train_state/%s (is it a checkpoint, "
+                     "not a final model?)",
+                     path, name);
     goto out_close;
   }
   if ((rc = verify(path, legacy, ts, NULL, 0, 0, err))) goto out_close;
@@ -801,15 +896,17 @@ int ngt_nnet_load_blob(const char *path, const char *name, int type, void **data
   }
   H5T_class_t cls = H5Tget_class(t);
   size_t sz = H5Tget_size(t);
-  const char *got = cls == H5T_FLOAT && sz == 4   ? "float32"
-                    : cls == H5T_FLOAT && sz == 8 ? "float64"
+  const char *got = cls == H5T_FLOAT && sz == 4                                    ? "float32"
+                    : cls == H5T_FLOAT && sz == 8                                  ? "float64"
                     : cls == H5T_INTEGER && sz == 8 && H5Tget_sign(t) == H5T_SGN_2 ? "int64"
                     : cls == H5T_INTEGER ? "another integer type"
                     : cls == H5T_FLOAT   ? "another float type"
                                          : "not numeric";
   if (strcmp(got, blob_type_name(type)) != 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': /train_state/%s is %s, expected %s (written by "
-                     "another ngtrain version?)", path, name, got, blob_type_name(type));
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': /train_state/%s is %s, expected %s (written by "
+                     "another ngtrain version?)",
+                     path, name, got, blob_type_name(type));
     goto out_close;
   }
   if (H5Sget_simple_extent_ndims(sp) != 1) {
@@ -820,21 +917,26 @@ int ngt_nnet_load_blob(const char *path, const char *name, int type, void **data
   hsize_t d;
   H5Sget_simple_extent_dims(sp, &d, NULL);
   if (d > (hsize_t)(SIZE_MAX / es)) { /* d * es would wrap: a tiny buffer for a huge read */
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': /train_state/%s claims %llu elements, more "
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': /train_state/%s claims %llu elements, more "
                      "than memory can hold (the file is damaged; use an earlier checkpoint)",
                      path, name, (unsigned long long)d);
     goto out_close;
   }
   void *buf = malloc(d ? (size_t)d * es : 1);
   if (!buf) {
-    rc = ngt_err_set(err, NGT_ENOMEM, "model '%s': out of memory reading /train_state/%s (%llu "
-                     "elements)", path, name, (unsigned long long)d);
+    rc = ngt_err_set(err, NGT_ENOMEM,
+                     "model '%s': out of memory reading /train_state/%s (%llu "
+                     "elements)",
+                     path, name, (unsigned long long)d);
     goto out_close;
   }
   if (d > 0 && H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
     free(buf);
-    rc = ngt_err_set(err, NGT_EFORMAT, "model '%s': cannot read /train_state/%s: %s (the file is "
-                     "truncated or damaged)", path, name, ngt_h5_last_error(h5msg, sizeof h5msg));
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "model '%s': cannot read /train_state/%s: %s (the file is "
+                     "truncated or damaged)",
+                     path, name, ngt_h5_last_error(h5msg, sizeof h5msg));
     goto out_close;
   }
   if ((rc = verify(path, legacy, ds, buf, (size_t)d, es, err))) {

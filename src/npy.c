@@ -58,8 +58,10 @@ static const char *parse_str(const char *p, char *out, size_t len) {
 }
 
 static int bad_header(ngt_err *err, const char *path, const char *hdr, const char *what) {
-  return ngt_err_set(err, NGT_EFORMAT, "npy '%s': malformed header (%s): %.200s (write it with "
-                     "numpy.save)", path, what, hdr);
+  return ngt_err_set(err, NGT_EFORMAT,
+                     "npy '%s': malformed header (%s): %.200s (write it with "
+                     "numpy.save)",
+                     path, what, hdr);
 }
 
 static int parse_header(ngt_npy *a, const char *hdr, ngt_err *err) {
@@ -78,15 +80,22 @@ static int parse_header(ngt_npy *a, const char *hdr, ngt_err *err) {
     p = skip_ws(p + 1);
     if (!strcmp(key, "descr")) {
       if (*p == '[')
-        return ngt_err_set(err, NGT_EFORMAT, "npy '%s': structured dtype %.100s is not "
-                           "supported (save a plain numeric array)", a->path, p);
+        return ngt_err_set(err, NGT_EFORMAT,
+                           "npy '%s': structured dtype %.100s is not "
+                           "supported (save a plain numeric array)",
+                           a->path, p);
       p = parse_str(p, a->descr, sizeof a->descr);
       if (!p) return bad_header(err, a->path, hdr, "'descr' is not a string");
       have_descr = 1;
     } else if (!strcmp(key, "fortran_order")) {
-      if (!strncmp(p, "True", 4)) { fortran = 1; p += 4; }
-      else if (!strncmp(p, "False", 5)) { fortran = 0; p += 5; }
-      else return bad_header(err, a->path, hdr, "'fortran_order' is not True or False");
+      if (!strncmp(p, "True", 4)) {
+        fortran = 1;
+        p += 4;
+      } else if (!strncmp(p, "False", 5)) {
+        fortran = 0;
+        p += 5;
+      } else
+        return bad_header(err, a->path, hdr, "'fortran_order' is not True or False");
       have_order = 1;
     } else if (!strcmp(key, "shape")) {
       if (*p != '(') return bad_header(err, a->path, hdr, "'shape' is not a tuple");
@@ -107,7 +116,8 @@ static int parse_header(ngt_npy *a, const char *hdr, ngt_err *err) {
         /* numpy writes "2L" in very old Python 2 files */
         if (*p == 'L') p = skip_ws(p + 1);
         if (*p == ',') p = skip_ws(p + 1);
-        else if (*p != ')') return bad_header(err, a->path, hdr, "expected ',' or ')' in 'shape'");
+        else if (*p != ')')
+          return bad_header(err, a->path, hdr, "expected ',' or ')' in 'shape'");
       }
       p++;
       have_shape = 1;
@@ -116,15 +126,18 @@ static int parse_header(ngt_npy *a, const char *hdr, ngt_err *err) {
     }
     p = skip_ws(p);
     if (*p == ',') p++;
-    else if (*p != '}') return bad_header(err, a->path, hdr, "expected ',' or '}'");
+    else if (*p != '}')
+      return bad_header(err, a->path, hdr, "expected ',' or '}'");
   }
   if (!have_descr || !have_order || !have_shape)
     return bad_header(err, a->path, hdr, "needs 'descr', 'fortran_order' and 'shape'");
   const char *d = a->descr;
   char order = d[0];
   if (order != '<' && order != '>' && order != '|' && order != '=')
-    return ngt_err_set(err, NGT_EFORMAT, "npy '%s': unsupported dtype '%s' (supported: <f4 <f8 "
-                       "<i1 <i2 <i4 <i8 <u1 <u2 <u4 <u8 |b1)", a->path, d);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "npy '%s': unsupported dtype '%s' (supported: <f4 <f8 "
+                       "<i1 <i2 <i4 <i8 <u1 <u2 <u4 <u8 |b1)",
+                       a->path, d);
   char kind = d[1];
   char *end;
   long isz = strtol(d + 2, &end, 10);
@@ -132,20 +145,27 @@ static int parse_header(ngt_npy *a, const char *hdr, ngt_err *err) {
   int ok_size = *end == '\0' && (isz == 1 || isz == 2 || isz == 4 || isz == 8) &&
                 !(kind == 'f' && isz < 4) && !(kind == 'b' && isz != 1);
   if (!ok_kind || !ok_size)
-    return ngt_err_set(err, NGT_EFORMAT, "npy '%s': unsupported dtype '%s' (supported: float32, "
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "npy '%s': unsupported dtype '%s' (supported: float32, "
                        "float64, int8..int64, uint8..uint64, bool; convert with "
-                       "arr.astype(np.float32) or np.int32)", a->path, d);
+                       "arr.astype(np.float32) or np.int32)",
+                       a->path, d);
   if (isz > 1 && order == '|')
-    return ngt_err_set(err, NGT_EFORMAT, "npy '%s': dtype '%s' has no byte order but %ld-byte "
-                       "elements; write it with numpy.save", a->path, d, isz);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "npy '%s': dtype '%s' has no byte order but %ld-byte "
+                       "elements; write it with numpy.save",
+                       a->path, d, isz);
   if (isz > 1 && (order == '>' || (order == '=' && !npy_host_le())))
-    return ngt_err_set(err, NGT_EFORMAT, "npy '%s': dtype '%s' is big-endian; ngtrain reads "
-                       "little-endian data (convert with arr.astype('<%c%ld'))", a->path, d,
-                       kind, isz);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "npy '%s': dtype '%s' is big-endian; ngtrain reads "
+                       "little-endian data (convert with arr.astype('<%c%ld'))",
+                       a->path, d, kind, isz);
   if (fortran)
-    return ngt_err_set(err, NGT_EFORMAT, "npy '%s': the array is stored in Fortran (column-"
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "npy '%s': the array is stored in Fortran (column-"
                        "major) order; save a C-ordered copy: np.save(path, "
-                       "np.ascontiguousarray(arr))", a->path);
+                       "np.ascontiguousarray(arr))",
+                       a->path);
   a->kind = kind;
   a->itemsize = (int)isz;
   a->numel = 1;
@@ -164,7 +184,10 @@ int ngt_npy_open(const char *path, ngt_npy **out, ngt_err *err) {
   int rc = 0;
   char *hdr = NULL;
   a->path = strdup(path);
-  if (!a->path) { rc = ngt_err_set(err, NGT_ENOMEM, "out of memory"); goto fail; }
+  if (!a->path) {
+    rc = ngt_err_set(err, NGT_ENOMEM, "out of memory");
+    goto fail;
+  }
   a->f = fopen(path, "rb");
   if (!a->f) {
     rc = ngt_err_set(err, NGT_EIO, "cannot open npy '%s': %s", path, strerror(errno));
@@ -175,8 +198,10 @@ int ngt_npy_open(const char *path, ngt_npy **out, ngt_err *err) {
   unsigned char pre[12];
   size_t got = fread(pre, 1, 10, a->f);
   if (got < 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "npy '%s': wrong magic: not a NumPy .npy file (expected "
-                     "\"\\x93NUMPY\" at byte 0%s)", path, got < 10 ? "; the file is too short" : "");
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "npy '%s': wrong magic: not a NumPy .npy file (expected "
+                     "\"\\x93NUMPY\" at byte 0%s)",
+                     path, got < 10 ? "; the file is too short" : "");
     goto fail;
   }
   a->major = pre[6];
@@ -195,17 +220,24 @@ int ngt_npy_open(const char *path, ngt_npy **out, ngt_err *err) {
            ((uint32_t)pre[11] << 24);
     pre_len = 12;
   } else {
-    rc = ngt_err_set(err, NGT_EFORMAT, "npy '%s': format version %d.%d is not supported "
-                     "(1.0, 2.0 and 3.0 are)", path, a->major, a->minor);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "npy '%s': format version %d.%d is not supported "
+                     "(1.0, 2.0 and 3.0 are)",
+                     path, a->major, a->minor);
     goto fail;
   }
   if (hlen > (1u << 24) || (fsize >= 0 && pre_len + (int64_t)hlen > fsize)) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "npy '%s': header length %u does not fit the file "
-                     "(%lld bytes): truncated or not an npy file", path, hlen, (long long)fsize);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "npy '%s': header length %u does not fit the file "
+                     "(%lld bytes): truncated or not an npy file",
+                     path, hlen, (long long)fsize);
     goto fail;
   }
   hdr = malloc((size_t)hlen + 1);
-  if (!hdr) { rc = ngt_err_set(err, NGT_ENOMEM, "out of memory"); goto fail; }
+  if (!hdr) {
+    rc = ngt_err_set(err, NGT_ENOMEM, "out of memory");
+    goto fail;
+  }
   if (fread(hdr, 1, hlen, a->f) != hlen) {
     rc = ngt_err_set(err, NGT_EFORMAT, "npy '%s': truncated header", path);
     goto fail;
@@ -222,13 +254,17 @@ int ngt_npy_open(const char *path, ngt_npy **out, ngt_err *err) {
   if (fsize >= 0 && a->data_offset + need > fsize) {
     char sh[160];
     ngt_npy_shape_str(a, sh, sizeof sh);
-    rc = ngt_err_set(err, NGT_EFORMAT, "npy '%s': truncated: shape %s of %s needs %lld data "
-                     "bytes but the file has %lld after the header", path, sh, a->descr,
-                     (long long)need, (long long)(fsize - a->data_offset));
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "npy '%s': truncated: shape %s of %s needs %lld data "
+                     "bytes but the file has %lld after the header",
+                     path, sh, a->descr, (long long)need, (long long)(fsize - a->data_offset));
     goto fail;
   }
   a->scratch = malloc((size_t)NPY_BLOCK * 8);
-  if (!a->scratch) { rc = ngt_err_set(err, NGT_ENOMEM, "out of memory"); goto fail; }
+  if (!a->scratch) {
+    rc = ngt_err_set(err, NGT_ENOMEM, "out of memory");
+    goto fail;
+  }
   free(hdr);
   *out = a;
   return 0;
@@ -244,9 +280,10 @@ static int read_blocks(ngt_npy *a, int64_t first, int64_t n, ngt_err *err,
                                    ngt_err *),
                        void *out, size_t out_elem) {
   if (first < 0 || n < 0 || first + n > a->numel)
-    return ngt_err_set(err, NGT_EINVAL, "npy '%s': elements [%lld, %lld) requested but the array "
-                       "has %lld", a->path, (long long)first, (long long)(first + n),
-                       (long long)a->numel);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "npy '%s': elements [%lld, %lld) requested but the array "
+                       "has %lld",
+                       a->path, (long long)first, (long long)(first + n), (long long)a->numel);
   if (n == 0) return 0;
   if (fseeko(a->f, (off_t)(a->data_offset + first * a->itemsize), SEEK_SET) != 0)
     return ngt_err_set(err, NGT_EIO, "npy '%s': cannot seek: %s", a->path, strerror(errno));
@@ -274,8 +311,16 @@ static double elem_double(const ngt_npy *a, const unsigned char *p) {
   uint64_t u = le_bits(p, a->itemsize);
   switch (a->kind) {
     case 'f':
-      if (a->itemsize == 4) { uint32_t w = (uint32_t)u; float f; memcpy(&f, &w, 4); return f; }
-      else { double d; memcpy(&d, &u, 8); return d; }
+      if (a->itemsize == 4) {
+        uint32_t w = (uint32_t)u;
+        float f;
+        memcpy(&f, &w, 4);
+        return f;
+      } else {
+        double d;
+        memcpy(&d, &u, 8);
+        return d;
+      }
     case 'i': {
       int sh = 64 - 8 * a->itemsize;
       int64_t s = (int64_t)(u << sh) >> sh; /* sign-extend */
@@ -287,7 +332,8 @@ static double elem_double(const ngt_npy *a, const unsigned char *p) {
 
 static int conv_f32(ngt_npy *a, const unsigned char *b, int64_t k, int64_t e0, void *out,
                     ngt_err *err) {
-  (void)e0; (void)err;
+  (void)e0;
+  (void)err;
   float *o = out;
   if (a->kind == 'f' && a->itemsize == 4 && npy_host_le()) {
     memcpy(o, b, (size_t)k * 4);
@@ -313,7 +359,8 @@ static int int_value(ngt_npy *a, const unsigned char *p, int64_t idx, int64_t *v
 
 static int need_int(const ngt_npy *a, ngt_err *err) {
   if (a->kind == 'f')
-    return ngt_err_set(err, NGT_EFORMAT, "npy '%s': dtype '%s' is floating point but integers "
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "npy '%s': dtype '%s' is floating point but integers "
                        "are needed here (labels / offsets); save with arr.astype(np.int32)",
                        a->path, a->descr);
   return 0;

@@ -21,12 +21,12 @@
 #include "ngtrain/engine.h"
 
 typedef struct ng_layer {
-  int comp;            /* index into net->comps */
+  int comp; /* index into net->comps */
   int I, O;
-  int use_ng;          /* resolved */
-  int precond;         /* ngt_precond_type */
-  ngt_ngrad in, out;   /* online state (initialised only if precond == ONLINE) */
-  double norm2;        /* ‖Δ_c‖² of the current step */
+  int use_ng;        /* resolved */
+  int precond;       /* ngt_precond_type */
+  ngt_ngrad in, out; /* online state (initialised only if precond == ONLINE) */
+  double norm2;      /* ‖Δ_c‖² of the current step */
 } ng_layer;
 
 struct ngt_optim {
@@ -63,7 +63,7 @@ static ngt_ngrad_opts side_opts(const ngt_optim_opts *o, const ngt_layer_ng *l, 
                                 int default_rank_cap, int rank_cfg, int rank_cli) {
   ngt_ngrad_opts g = ngt_ngrad_opts_default();
   int r = rank_cfg > 0 ? rank_cfg : rank_cli > 0 ? rank_cli : 0;
-  if (r == 0) {  /* Kaldi d1d849ca4: min(20, (in+1)/2), min(80, (out+1)/2); dim here is the
+  if (r == 0) { /* Kaldi d1d849ca4: min(20, (in+1)/2), min(80, (out+1)/2); dim here is the
                     side's dimension (I+1 or O) so (dim+1)/2 is computed on the layer dims */
     r = (dim + 1) / 2;
     if (r > default_rank_cap) r = default_rank_cap;
@@ -71,7 +71,8 @@ static ngt_ngrad_opts side_opts(const ngt_optim_opts *o, const ngt_layer_ng *l, 
   }
   g.rank = r;
   g.update_period = l->update_period > 0 ? l->update_period : o->update_period;
-  g.num_samples_history = l->num_samples_history > 0 ? l->num_samples_history : o->num_samples_history;
+  g.num_samples_history = l->num_samples_history > 0 ? l->num_samples_history
+                                                     : o->num_samples_history;
   g.alpha = l->alpha >= 0 ? l->alpha : o->alpha;
   return g;
 }
@@ -82,7 +83,8 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
   if (o->preconditioner < NGT_PRECOND_NONE || o->preconditioner > NGT_PRECOND_SIMPLE)
     return ngt_err_set(err, NGT_EINVAL, "unknown preconditioner %d", o->preconditioner);
   if (o->max_param_change < 0)
-    return ngt_err_set(err, NGT_EINVAL, "--max-param-change=%g must be >= 0 (0 disables it)", (double)o->max_param_change);
+    return ngt_err_set(err, NGT_EINVAL, "--max-param-change=%g must be >= 0 (0 disables it)",
+                       (double)o->max_param_change);
   if (o->simple_alpha < 0)
     return ngt_err_set(err, NGT_EINVAL, "simple-method alpha %g must be >= 0", o->simple_alpha);
   ngt_optim *opt = ngt_xcalloc(1, sizeof *opt);
@@ -169,11 +171,12 @@ const ngt_optim_stats *ngt_optim_get_stats(const ngt_optim *opt) { return &opt->
 void ngt_optim_clear_stats(ngt_optim *opt) { memset(&opt->stats, 0, sizeof opt->stats); }
 
 /* Δ_c (unscaled except for γ) into opt->delta at the component's offsets; returns ‖Δ_c‖². */
-static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, const ngt_nnet_ws *ws) {
+static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net,
+                          const ngt_nnet_ws *ws) {
   const ngt_comp *cp = &net->comps[L->comp];
   const int N = ws->rows, I = L->I, O = L->O;
-  ngt_mat X = ngt_nnet_ws_input(ws, L->comp);   /* N x I */
-  ngt_mat G = ws->deriv[L->comp];                /* N x O */
+  ngt_mat X = ngt_nnet_ws_input(ws, L->comp);                 /* N x I */
+  ngt_mat G = ws->deriv[L->comp];                             /* N x O */
   ngt_mat dW = ngt_mat_view(opt->delta + cp->w_off, O, I, I); /* O x I */
   float *db = opt->delta + cp->b_off;                         /* O */
   const int bf16 = ws->precision == NGT_PREC_BF16;
@@ -183,9 +186,10 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, cons
       ngt_gemm_bf16(1, 0, O, I, N, ws->d_bf[L->comp], O, ws->in_bf[L->comp], I, NULL, dW.data, I);
     else
       ngt_gemm(1, 0, 1.0f, G, X, 0.0f, dW);
-    cblas_sgemv(CblasRowMajor, CblasTrans, N, O, 1.0f, G.data, G.stride, opt->ones, 1, 0.0f, db, 1);
+    cblas_sgemv(CblasRowMajor, CblasTrans, N, O, 1.0f, G.data, G.stride, opt->ones, 1, 0.0f, db,
+                1);
   } else {
-    ngt_mat Xt = ngt_mat_view(opt->xt.data, N, I + 1, I + 1);   /* [X, 1] */
+    ngt_mat Xt = ngt_mat_view(opt->xt.data, N, I + 1, I + 1); /* [X, 1] */
     for (int n = 0; n < N; n++) {
       memcpy(&NGT_AT(Xt, n, 0), &NGT_AT(X, n, 0), sizeof(float) * (size_t)I);
       NGT_AT(Xt, n, I) = 1.0f;
@@ -214,13 +218,14 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, cons
     } else {
       ngt_gemm(1, 0, g, Gt, ngt_mat_cols(Xt, 0, I), 0.0f, dW);
     }
-    cblas_sgemv(CblasRowMajor, CblasTrans, N, O, g, Gt.data, Gt.stride, &NGT_AT(Xt, 0, I),
-                I + 1, 0.0f, db, 1);
+    cblas_sgemv(CblasRowMajor, CblasTrans, N, O, g, Gt.data, Gt.stride, &NGT_AT(Xt, 0, I), I + 1,
+                0.0f, db, 1);
   }
   return ngt_vec_norm2(opt->delta + cp->w_off, (size_t)O * (size_t)(I + 1));
 }
 
-int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float lr, float mpc_scale) {
+int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float lr,
+                   float mpc_scale) {
   NGT_ASSERT(ws->rows <= opt->max_rows);
   opt->stats.steps++;
   double P2 = 0.0;
@@ -230,8 +235,12 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
     const ngt_comp *cp = &net->comps[L->comp];
     double d2 = layer_delta(opt, L, net, ws);
     double s = (double)lr * (double)cp->lr_factor;
-    double nc = s * sqrt(d2);           /* n_c: Frobenius norm of this component's step */
-    if (!isfinite(nc)) { finite = 0; L->norm2 = NAN; continue; }
+    double nc = s * sqrt(d2); /* n_c: Frobenius norm of this component's step */
+    if (!isfinite(nc)) {
+      finite = 0;
+      L->norm2 = NAN;
+      continue;
+    }
     double f = 1.0;
     double mc = (double)cp->max_change * (double)mpc_scale;
     opt->stats.comp_steps++;
@@ -239,7 +248,7 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
       f = mc / nc;
       opt->stats.comp_clipped++;
     }
-    L->norm2 = f;                        /* reuse: per-component factor f_c */
+    L->norm2 = f; /* reuse: per-component factor f_c */
     P2 += f * f * nc * nc;
   }
   if (!finite || !isfinite(P2)) {
@@ -266,7 +275,8 @@ size_t ngt_optim_state_doubles(const ngt_optim *opt) {
   size_t n = 0;
   for (int k = 0; k < opt->n_layers; k++)
     if (opt->layers[k].precond == NGT_PRECOND_ONLINE)
-      n += ngt_ngrad_state_doubles(&opt->layers[k].in) + ngt_ngrad_state_doubles(&opt->layers[k].out);
+      n += ngt_ngrad_state_doubles(&opt->layers[k].in) +
+           ngt_ngrad_state_doubles(&opt->layers[k].out);
   return n;
 }
 
@@ -304,14 +314,18 @@ void ngt_optim_describe(const ngt_optim *opt, int c, char *buf, size_t len) {
   for (int k = 0; k < opt->n_layers; k++) {
     const ng_layer *L = &opt->layers[k];
     if (L->comp != c) continue;
-    if (L->precond == NGT_PRECOND_NONE) { snprintf(buf, len, "plain SGD"); return; }
+    if (L->precond == NGT_PRECOND_NONE) {
+      snprintf(buf, len, "plain SGD");
+      return;
+    }
     if (L->precond == NGT_PRECOND_SIMPLE) {
       snprintf(buf, len, "simple NG (alpha=%g)", opt->o.simple_alpha);
       return;
     }
-    snprintf(buf, len, "online NG rank-in=%d rank-out=%d update-period=%d "
-             "num-samples-history=%g alpha=%g", L->in.R, L->out.R, L->in.o.update_period,
-             L->in.o.num_samples_history, L->in.o.alpha);
+    snprintf(buf, len,
+             "online NG rank-in=%d rank-out=%d update-period=%d "
+             "num-samples-history=%g alpha=%g",
+             L->in.R, L->out.R, L->in.o.update_period, L->in.o.num_samples_history, L->in.o.alpha);
     return;
   }
   snprintf(buf, len, "-");

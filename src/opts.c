@@ -38,16 +38,25 @@ ngt_opt *ngt_opts_find(ngt_opt *table, const char *name) {
 
 static const char *type_name(int t) {
   switch (t) {
-    case NGT_OPT_INT: case NGT_OPT_INT64: case NGT_OPT_UINT64: return "int";
-    case NGT_OPT_DOUBLE: case NGT_OPT_FLOAT: return "float";
+    case NGT_OPT_INT:
+    case NGT_OPT_INT64:
+    case NGT_OPT_UINT64: return "int";
+    case NGT_OPT_DOUBLE:
+    case NGT_OPT_FLOAT: return "float";
     case NGT_OPT_BOOL: return "bool";
     default: return "string";
   }
 }
 
 static int parse_bool(const char *v, int *out) {
-  if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "True")) { *out = 1; return 0; }
-  if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "False")) { *out = 0; return 0; }
+  if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "True")) {
+    *out = 1;
+    return 0;
+  }
+  if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "False")) {
+    *out = 0;
+    return 0;
+  }
   return -1;
 }
 
@@ -71,10 +80,12 @@ static int set_value(ngt_opt *o, const char *v, ngt_err *err) {
     }
     case NGT_OPT_UINT64: {
       if (*v == '-')
-        return ngt_err_set(err, NGT_EINVAL, "option --%s: '%s' must be a non-negative integer", o->name, v);
+        return ngt_err_set(err, NGT_EINVAL, "option --%s: '%s' must be a non-negative integer",
+                           o->name, v);
       unsigned long long x = strtoull(v, &end, 10);
       if (*v == '\0' || *end != '\0' || errno)
-        return ngt_err_set(err, NGT_EINVAL, "option --%s: '%s' is not a non-negative integer", o->name, v);
+        return ngt_err_set(err, NGT_EINVAL, "option --%s: '%s' is not a non-negative integer",
+                           o->name, v);
       *(uint64_t *)o->ptr = (uint64_t)x;
       break;
     }
@@ -82,19 +93,20 @@ static int set_value(ngt_opt *o, const char *v, ngt_err *err) {
     case NGT_OPT_FLOAT: {
       double x = strtod(v, &end);
       if (*v == '\0' || *end != '\0' || errno || !isfinite(x))
-        return ngt_err_set(err, NGT_EINVAL, "option --%s: '%s' is not a finite number", o->name, v);
-      if (o->type == NGT_OPT_DOUBLE) *(double *)o->ptr = x; else *(float *)o->ptr = (float)x;
+        return ngt_err_set(err, NGT_EINVAL, "option --%s: '%s' is not a finite number", o->name,
+                           v);
+      if (o->type == NGT_OPT_DOUBLE) *(double *)o->ptr = x;
+      else
+        *(float *)o->ptr = (float)x;
       break;
     }
     case NGT_OPT_BOOL:
       if (parse_bool(v, (int *)o->ptr))
-        return ngt_err_set(err, NGT_EINVAL, "option --%s: '%s' is not a boolean (use true or false)", o->name, v);
+        return ngt_err_set(err, NGT_EINVAL,
+                           "option --%s: '%s' is not a boolean (use true or false)", o->name, v);
       break;
-    case NGT_OPT_STRING:
-      *(const char **)o->ptr = v;
-      break;
-    default:
-      return ngt_err_set(err, NGT_EINVAL, "option --%s: bad option table", o->name);
+    case NGT_OPT_STRING: *(const char **)o->ptr = v; break;
+    default: return ngt_err_set(err, NGT_EINVAL, "option --%s: bad option table", o->name);
   }
   o->seen = 1;
   return 0;
@@ -108,27 +120,42 @@ int ngt_opts_parse(ngt_opt *table, int argc, char **argv, char **pos, int *npos,
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (only_pos || strncmp(a, "--", 2) != 0 || a[2] == '\0') {
-      if (!only_pos && !strcmp(a, "--")) { only_pos = 1; continue; }
-      if (!strcmp(a, "-h")) { if (want_help) *want_help = 1; continue; }
+      if (!only_pos && !strcmp(a, "--")) {
+        only_pos = 1;
+        continue;
+      }
+      if (!strcmp(a, "-h")) {
+        if (want_help) *want_help = 1;
+        continue;
+      }
       if (a[0] == '-' && a[1] != '\0' && !only_pos)
-        return ngt_err_set(err, NGT_EINVAL, "unknown option '%s' (options are written --name=value; see --help)", a);
+        return ngt_err_set(err, NGT_EINVAL,
+                           "unknown option '%s' (options are written --name=value; see --help)",
+                           a);
       pos[(*npos)++] = argv[i];
       continue;
     }
     const char *body = a + 2, *eq = strchr(body, '=');
     char name[128];
     normalize_name(body, eq ? (size_t)(eq - body) : strlen(body), name, sizeof name);
-    if (!strcmp(name, "help")) { if (want_help) *want_help = 1; continue; }
+    if (!strcmp(name, "help")) {
+      if (want_help) *want_help = 1;
+      continue;
+    }
     ngt_opt *o = ngt_opts_find(table, name);
     if (!o) {
       const char *best = NULL;
       int bd = 4;
       for (ngt_opt *t = table; t->name; t++) {
         int d = edit_distance(name, t->name);
-        if (d < bd) { bd = d; best = t->name; }
+        if (d < bd) {
+          bd = d;
+          best = t->name;
+        }
       }
       if (best)
-        return ngt_err_set(err, NGT_EINVAL, "unknown option --%s (did you mean --%s? see --help)", name, best);
+        return ngt_err_set(err, NGT_EINVAL, "unknown option --%s (did you mean --%s? see --help)",
+                           name, best);
       return ngt_err_set(err, NGT_EINVAL, "unknown option --%s (see --help for the list)", name);
     }
     const char *v;
@@ -139,7 +166,8 @@ int ngt_opts_parse(ngt_opt *table, int argc, char **argv, char **pos, int *npos,
     } else if (i + 1 < argc) {
       v = argv[++i];
     } else {
-      return ngt_err_set(err, NGT_EINVAL, "option --%s needs a value (--%s=<%s>)", name, name, type_name(o->type));
+      return ngt_err_set(err, NGT_EINVAL, "option --%s needs a value (--%s=<%s>)", name, name,
+                         type_name(o->type));
     }
     int rc = set_value(o, v, err);
     if (rc) return rc;
@@ -214,8 +242,7 @@ void ngt_opts_tool_help(const ngt_tool *tool, const ngt_opt *table, FILE *out) {
 }
 
 static void expected_count(const ngt_tool *tool, char *buf, size_t n) {
-  if (tool->max_pos < 0)
-    snprintf(buf, n, "at least %d", tool->min_pos);
+  if (tool->max_pos < 0) snprintf(buf, n, "at least %d", tool->min_pos);
   else if (tool->max_pos == tool->min_pos)
     snprintf(buf, n, "%d", tool->min_pos);
   else
@@ -248,10 +275,11 @@ int ngt_opts_tool(const ngt_tool *tool, ngt_opt *table, int argc, char **argv, c
       expected_count(tool, want, sizeof want);
       if (tool->max_pos == 0)
         ngt_fail("unexpected argument '%s' (%s takes options only, written --name=value; see "
-                 "--help)", (*pos)[0], tool->name);
+                 "--help)",
+                 (*pos)[0], tool->name);
       else if (*npos > tool->max_pos && tool->max_pos >= 0)
-        ngt_fail("expected %s argument(s), got %d (the first extra one is '%s'); see --help",
-                 want, *npos, (*pos)[tool->max_pos]);
+        ngt_fail("expected %s argument(s), got %d (the first extra one is '%s'); see --help", want,
+                 *npos, (*pos)[tool->max_pos]);
       else
         ngt_fail("expected %s argument(s), got %d; see --help", want, *npos);
       print_usage(tool, stderr);

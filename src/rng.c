@@ -10,7 +10,9 @@ static uint64_t splitmix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-uint64_t ngt_rng_mix(uint64_t a, uint64_t b) { return splitmix(splitmix(a) ^ (b * 0xd6e8feb86659fd93ULL)); }
+uint64_t ngt_rng_mix(uint64_t a, uint64_t b) {
+  return splitmix(splitmix(a) ^ (b * 0xd6e8feb86659fd93ULL));
+}
 
 ngt_rng ngt_rng_make(uint64_t seed, uint64_t stream) {
   ngt_rng r = {ngt_rng_mix(seed, stream), 0};
@@ -45,13 +47,17 @@ double ngt_rng_normal(ngt_rng *r) {
 void ngt_rng_shuffle_u32(ngt_rng *r, uint32_t *a, size_t n) {
   for (size_t i = n; i > 1; i--) {
     size_t j = ngt_rng_below(r, (uint32_t)i);
-    uint32_t t = a[i - 1]; a[i - 1] = a[j]; a[j] = t;
+    uint32_t t = a[i - 1];
+    a[i - 1] = a[j];
+    a[j] = t;
   }
 }
 
 void ngt_rng_shuffle_i64(ngt_rng *r, int64_t *a, size_t n) {
   for (size_t i = n; i > 1; i--) {
     size_t j = ngt_rng_below(r, (uint32_t)i);
-    int64_t t = a[i - 1]; a[i - 1] = a[j]; a[j] = t;
+    int64_t t = a[i - 1];
+    a[i - 1] = a[j];
+    a[j] = t;
   }
 }

@@ -8,16 +8,23 @@ int ngt_schedule_init(ngt_schedule *s, double num_epochs, int64_t total_frames,
                       ngt_err *err) {
   if (!(num_epochs > 0))
     return ngt_err_set(err, NGT_EINVAL, "--num-epochs=%g must be > 0", num_epochs);
-  if (total_frames <= 0)
-    return ngt_err_set(err, NGT_EINVAL, "the training shards hold no frames");
+  if (total_frames <= 0) return ngt_err_set(err, NGT_EINVAL, "the training shards hold no frames");
   if (samples_per_iter <= 0)
-    return ngt_err_set(err, NGT_EINVAL, "--samples-per-iter=%lld must be > 0", (long long)samples_per_iter);
+    return ngt_err_set(err, NGT_EINVAL, "--samples-per-iter=%lld must be > 0",
+                       (long long)samples_per_iter);
   if (j0 < 1 || j1 < 1 || js < 1)
-    return ngt_err_set(err, NGT_EINVAL, "--num-jobs-initial=%d, --num-jobs-final=%d and --num-jobs-step=%d must all be >= 1", j0, j1, js);
+    return ngt_err_set(
+        err, NGT_EINVAL,
+        "--num-jobs-initial=%d, --num-jobs-final=%d and --num-jobs-step=%d must all be >= 1", j0,
+        j1, js);
   if (j1 < j0)
-    return ngt_err_set(err, NGT_EINVAL, "--num-jobs-final=%d is below --num-jobs-initial=%d", j1, j0);
+    return ngt_err_set(err, NGT_EINVAL, "--num-jobs-final=%d is below --num-jobs-initial=%d", j1,
+                       j0);
   if (!(lr0 > 0) || !(lr1 > 0))
-    return ngt_err_set(err, NGT_EINVAL, "learning rates must be > 0 (--initial-effective-lrate=%g, --final-effective-lrate=%g)", lr0, lr1);
+    return ngt_err_set(
+        err, NGT_EINVAL,
+        "learning rates must be > 0 (--initial-effective-lrate=%g, --final-effective-lrate=%g)",
+        lr0, lr1);
   s->num_archives = (double)total_frames / (double)samples_per_iter;
   double w = floor(num_epochs * s->num_archives);
   s->archives_to_process = w < 1 ? 1 : (int64_t)w;

@@ -75,8 +75,10 @@ static int open_dataset(hid_t f, const char *path, const char *name, H5T_class_t
                        MKSHARDS_HINT);
   hid_t d = H5Dopen2(f, name, dapl);
   if (d < 0)
-    return ngt_err_set(err, NGT_EFORMAT, "shard '%s': %s is not a readable dataset (corrupt "
-                       "file?)", path, name);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "shard '%s': %s is not a readable dataset (corrupt "
+                       "file?)",
+                       path, name);
   hid_t t = H5Dget_type(d), s = H5Dget_space(d);
   int rc = 0;
   if (t < 0 || s < 0) {
@@ -108,16 +110,17 @@ int ngt_shard_open(const char *path, ngt_shard **out, ngt_err *err) {
   ngt_hdf5_quiet();
   struct stat st;
   if (stat(path, &st) != 0)
-    return ngt_err_set(err, NGT_EIO, "shard '%s': cannot open: %s (check the path or the "
-                       "--train/--valid pattern)", path, strerror(errno));
+    return ngt_err_set(err, NGT_EIO,
+                       "shard '%s': cannot open: %s (check the path or the "
+                       "--train/--valid pattern)",
+                       path, strerror(errno));
   if (!S_ISREG(st.st_mode))
     return ngt_err_set(err, NGT_EIO, "shard '%s': not a regular file", path);
   if (access(path, R_OK) != 0)
-    return ngt_err_set(err, NGT_EIO, "shard '%s': cannot read: %s (check the permissions)",
-                       path, strerror(errno));
+    return ngt_err_set(err, NGT_EIO, "shard '%s': cannot read: %s (check the permissions)", path,
+                       strerror(errno));
   if (H5Fis_hdf5(path) <= 0)
-    return ngt_err_set(err, NGT_EFORMAT, "shard '%s': not an HDF5 file; %s", path,
-                       MKSHARDS_HINT);
+    return ngt_err_set(err, NGT_EFORMAT, "shard '%s': not an HDF5 file; %s", path, MKSHARDS_HINT);
 
   ngt_shard *sh = calloc(1, sizeof *sh);
   if (!sh) return ngt_err_set(err, NGT_ENOMEM, "shard '%s': out of memory", path);
@@ -131,8 +134,10 @@ int ngt_shard_open(const char *path, ngt_shard **out, ngt_err *err) {
   }
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': HDF5 cannot open it (truncated or corrupt "
-                     "file? if it is on NFS/Lustre try HDF5_USE_FILE_LOCKING=FALSE)", path);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': HDF5 cannot open it (truncated or corrupt "
+                     "file? if it is on NFS/Lustre try HDF5_USE_FILE_LOCKING=FALSE)",
+                     path);
     goto fail;
   }
   sh->h5file = f;
@@ -141,14 +146,17 @@ int ngt_shard_open(const char *path, ngt_shard **out, ngt_err *err) {
   rc = attr_str(f, path, "format", fmt, sizeof fmt, err);
   if (rc < 0) goto fail;
   if (rc == 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': not an ngtrain shard (no 'format' "
-                     "attribute on /, expected format = \"%s\"); %s", path, NGT_SHARD_FORMAT,
-                     MKSHARDS_HINT);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': not an ngtrain shard (no 'format' "
+                     "attribute on /, expected format = \"%s\"); %s",
+                     path, NGT_SHARD_FORMAT, MKSHARDS_HINT);
     goto fail;
   }
   if (strcmp(fmt, NGT_SHARD_FORMAT) != 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': format attribute is \"%s\", expected "
-                     "\"%s\"; %s", path, fmt, NGT_SHARD_FORMAT, MKSHARDS_HINT);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': format attribute is \"%s\", expected "
+                     "\"%s\"; %s",
+                     path, fmt, NGT_SHARD_FORMAT, MKSHARDS_HINT);
     goto fail;
   }
   long long version = 0, feat_dim = 0, num_classes = 0;
@@ -159,25 +167,29 @@ int ngt_shard_open(const char *path, ngt_shard **out, ngt_err *err) {
       rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': no 'version' attribute on /; %s", path,
                        MKSHARDS_HINT);
     else
-      rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': format version %lld, but this ngtrain "
-                       "reads version %d (remake the shard with this ngtrain's mkshards)", path,
-                       version, NGT_SHARD_VERSION);
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "shard '%s': format version %lld, but this ngtrain "
+                       "reads version %d (remake the shard with this ngtrain's mkshards)",
+                       path, version, NGT_SHARD_VERSION);
     goto fail;
   }
   rc = attr_int(f, path, "feat_dim", &feat_dim, err);
   if (rc < 0) goto fail;
   if (rc == 0 || feat_dim <= 0 || feat_dim > INT32_MAX) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': attribute feat_dim %s%lld; it must be a "
-                     "positive integer; %s", path, rc == 0 ? "is missing, " : "= ",
-                     rc == 0 ? 0LL : feat_dim, MKSHARDS_HINT);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': attribute feat_dim %s%lld; it must be a "
+                     "positive integer; %s",
+                     path, rc == 0 ? "is missing, " : "= ", rc == 0 ? 0LL : feat_dim,
+                     MKSHARDS_HINT);
     goto fail;
   }
   rc = attr_int(f, path, "num_classes", &num_classes, err);
   if (rc < 0) goto fail;
   if (rc == 0 || num_classes <= 0 || num_classes > INT32_MAX) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': attribute num_classes %s%lld; it must be a "
-                     "positive integer (mkshards --num-classes)", path,
-                     rc == 0 ? "is missing, " : "= ", rc == 0 ? 0LL : num_classes);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': attribute num_classes %s%lld; it must be a "
+                     "positive integer (mkshards --num-classes)",
+                     path, rc == 0 ? "is missing, " : "= ", rc == 0 ? 0LL : num_classes);
     goto fail;
   }
   sh->feat_dim = (int)feat_dim;
@@ -195,35 +207,40 @@ int ngt_shard_open(const char *path, ngt_shard **out, ngt_err *err) {
                     err);
   if (rc) goto fail;
   if (fd[1] != (hsize_t)feat_dim) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /feats has %llu columns but attribute "
-                     "feat_dim = %lld (the file is inconsistent; remake it)", path,
-                     (unsigned long long)fd[1], feat_dim);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': /feats has %llu columns but attribute "
+                     "feat_dim = %lld (the file is inconsistent; remake it)",
+                     path, (unsigned long long)fd[1], feat_dim);
     goto fail;
   }
   sh->num_frames = (int64_t)fd[0];
   rc = open_dataset(f, path, "/labels", H5T_INTEGER, "integer", 1, ld, dapl, &sh->h5labels, err);
   if (rc) goto fail;
   if (ld[0] != fd[0]) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /labels has %llu entries but /feats has "
-                     "%llu frames (the file is inconsistent; remake it)", path,
-                     (unsigned long long)ld[0], (unsigned long long)fd[0]);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': /labels has %llu entries but /feats has "
+                     "%llu frames (the file is inconsistent; remake it)",
+                     path, (unsigned long long)ld[0], (unsigned long long)fd[0]);
     goto fail;
   }
   rc = open_dataset(f, path, "/utt_offsets", H5T_INTEGER, "integer", 1, od, H5P_DEFAULT, &offs,
                     err);
   if (rc) goto fail;
   if (od[0] < 1) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /utt_offsets is empty; it must hold U+1 "
-                     "entries (0, ..., %" PRId64 ")", path, sh->num_frames);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': /utt_offsets is empty; it must hold U+1 "
+                     "entries (0, ..., %" PRId64 ")",
+                     path, sh->num_frames);
     goto fail;
   }
   if (od[0] > fd[0] + 1) {
     /* Utterances are non-empty, so U <= T; refusing more entries also keeps the size
      * arithmetic of the allocation below from wrapping (found by fuzzing). */
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /utt_offsets has %llu entries but the "
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': /utt_offsets has %llu entries but the "
                      "shard holds only %" PRId64 " frames, so at most %" PRId64 " utterances "
-                     "(the file is damaged; remake it)", path, (unsigned long long)od[0],
-                     sh->num_frames, sh->num_frames);
+                     "(the file is damaged; remake it)",
+                     path, (unsigned long long)od[0], sh->num_frames, sh->num_frames);
     goto fail;
   }
   sh->num_utts = (int64_t)od[0] - 1;
@@ -234,34 +251,43 @@ int ngt_shard_open(const char *path, ngt_shard **out, ngt_err *err) {
     goto fail;
   }
   if (H5Dread(offs, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, sh->utt_offsets) < 0) {
-    rc = ngt_err_set(err, NGT_EIO, "shard '%s': cannot read /utt_offsets (truncated or corrupt "
-                     "file?)", path);
+    rc = ngt_err_set(err, NGT_EIO,
+                     "shard '%s': cannot read /utt_offsets (truncated or corrupt "
+                     "file?)",
+                     path);
     goto fail;
   }
   const int64_t *o = sh->utt_offsets, U = sh->num_utts, T = sh->num_frames;
   if (o[0] != 0) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /utt_offsets[0] = %" PRId64 " but must be 0 "
-                     "(the first utterance starts at frame 0); remake the shard", path, o[0]);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': /utt_offsets[0] = %" PRId64 " but must be 0 "
+                     "(the first utterance starts at frame 0); remake the shard",
+                     path, o[0]);
     goto fail;
   }
   if (o[U] != T) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': the last entry of /utt_offsets (index %"
-                     PRId64 ") is %" PRId64 " but /feats has T = %" PRId64 " frames; remake the "
-                     "shard", path, U, o[U], T);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': the last entry of /utt_offsets (index %" PRId64 ") is %" PRId64
+                     " but /feats has T = %" PRId64 " frames; remake the "
+                     "shard",
+                     path, U, o[U], T);
     goto fail;
   }
   for (int64_t u = 0; u < U; u++) {
     if (o[u + 1] == o[u]) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': utterance %" PRId64 " is empty "
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "shard '%s': utterance %" PRId64 " is empty "
                        "(/utt_offsets[%" PRId64 "] = /utt_offsets[%" PRId64 "] = %" PRId64
-                       "); every utterance needs at least one frame; remake the shard", path,
-                       u, u, u + 1, o[u]);
+                       "); every utterance needs at least one frame; remake the shard",
+                       path, u, u, u + 1, o[u]);
       goto fail;
     }
     if (o[u + 1] < o[u]) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /utt_offsets decreases at index %" PRId64
-                       " (%" PRId64 " then %" PRId64 "); it must be strictly increasing; "
-                       "remake the shard", path, u, o[u], o[u + 1]);
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "shard '%s': /utt_offsets decreases at index %" PRId64 " (%" PRId64
+                       " then %" PRId64 "); it must be strictly increasing; "
+                       "remake the shard",
+                       path, u, o[u], o[u + 1]);
       goto fail;
     }
   }
@@ -310,9 +336,10 @@ int ngt_shard_read(ngt_shard *sh, int64_t frame0, int64_t n, float *feats, int32
                    ngt_err *err) {
   NGT_ASSERT(sh != NULL);
   if (frame0 < 0 || n < 0 || frame0 > sh->num_frames - n)
-    return ngt_err_set(err, NGT_EINVAL, "shard '%s': cannot read frames [%" PRId64 ", %" PRId64
-                       "): the shard has frames [0, %" PRId64 ")", sh->path, frame0, frame0 + n,
-                       sh->num_frames);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "shard '%s': cannot read frames [%" PRId64 ", %" PRId64
+                       "): the shard has frames [0, %" PRId64 ")",
+                       sh->path, frame0, frame0 + n, sh->num_frames);
   if (n == 0) return 0;
   const int D = sh->feat_dim;
   int rc = 0;
@@ -324,18 +351,22 @@ int ngt_shard_read(ngt_shard *sh, int64_t frame0, int64_t n, float *feats, int32
     if (fs < 0 || ms < 0 ||
         H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dread((hid_t)sh->h5feats, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, feats) < 0) {
-      rc = ngt_err_set(err, NGT_EIO, "shard '%s': cannot read /feats frames [%" PRId64 ", %"
-                       PRId64 ") (file truncated, corrupt or changed while reading? check it "
-                       "with h5dump)", sh->path, frame0, frame0 + n);
+      rc = ngt_err_set(err, NGT_EIO,
+                       "shard '%s': cannot read /feats frames [%" PRId64 ", %" PRId64
+                       ") (file truncated, corrupt or changed while reading? check it "
+                       "with h5dump)",
+                       sh->path, frame0, frame0 + n);
       goto out;
     }
     close_id(&ms, H5Sclose);
     close_id(&fs, H5Sclose);
     int64_t bad = first_nonfinite(feats, n * (int64_t)D);
     if (bad >= 0) {
-      rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /feats frame %" PRId64 ", dim %d is %s; "
+      rc = ngt_err_set(err, NGT_EFORMAT,
+                       "shard '%s': /feats frame %" PRId64 ", dim %d is %s; "
                        "features must be finite (check the feature extraction or the shard "
-                       "conversion)", sh->path, frame0 + bad / D, (int)(bad % D),
+                       "conversion)",
+                       sh->path, frame0 + bad / D, (int)(bad % D),
                        isnan(feats[bad]) ? "NaN" : (feats[bad] > 0 ? "+Inf" : "-Inf"));
       goto out;
     }
@@ -347,17 +378,21 @@ int ngt_shard_read(ngt_shard *sh, int64_t frame0, int64_t n, float *feats, int32
     if (fs < 0 || ms < 0 ||
         H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dread((hid_t)sh->h5labels, H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, labels) < 0) {
-      rc = ngt_err_set(err, NGT_EIO, "shard '%s': cannot read /labels frames [%" PRId64 ", %"
-                       PRId64 ") (file truncated, corrupt or changed while reading? check it "
-                       "with h5dump)", sh->path, frame0, frame0 + n);
+      rc = ngt_err_set(err, NGT_EIO,
+                       "shard '%s': cannot read /labels frames [%" PRId64 ", %" PRId64
+                       ") (file truncated, corrupt or changed while reading? check it "
+                       "with h5dump)",
+                       sh->path, frame0, frame0 + n);
       goto out;
     }
     const int32_t C = sh->num_classes;
     for (int64_t i = 0; i < n; i++) {
       if (labels[i] < 0 || labels[i] >= C) {
-        rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': frame %" PRId64 " has label %" PRId32
+        rc = ngt_err_set(err, NGT_EFORMAT,
+                         "shard '%s': frame %" PRId64 " has label %" PRId32
                          " but num_classes = %d (labels must be in [0, %d); check mkshards "
-                         "--num-classes)", sh->path, frame0 + i, labels[i], (int)C, (int)C);
+                         "--num-classes)",
+                         sh->path, frame0 + i, labels[i], (int)C, (int)C);
         goto out;
       }
     }
@@ -385,9 +420,10 @@ int ngt_shard_read_ids(ngt_shard *sh, char ***ids, ngt_err *err) {
   const int64_t U = sh->num_utts;
   char **out = NULL;
   if ((int64_t)dims[0] != U) {
-    rc = ngt_err_set(err, NGT_EFORMAT, "shard '%s': /utt_ids has %llu names but the shard has "
-                     "%" PRId64 " utterances (remake the shard)", sh->path,
-                     (unsigned long long)dims[0], U);
+    rc = ngt_err_set(err, NGT_EFORMAT,
+                     "shard '%s': /utt_ids has %llu names but the shard has "
+                     "%" PRId64 " utterances (remake the shard)",
+                     sh->path, (unsigned long long)dims[0], U);
     goto out;
   }
   out = calloc((size_t)U + 1, sizeof *out); /* (U) strings */
@@ -403,8 +439,7 @@ int ngt_shard_read_ids(ngt_shard *sh, char ***ids, ngt_err *err) {
     if (!raw || H5Tset_size(mt, H5T_VARIABLE) < 0 ||
         H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) {
       free(raw);
-      rc = ngt_err_set(err, NGT_EIO, "shard '%s': cannot read /utt_ids (corrupt file?)",
-                       sh->path);
+      rc = ngt_err_set(err, NGT_EIO, "shard '%s': cannot read /utt_ids (corrupt file?)", sh->path);
       goto out;
     }
     for (int64_t u = 0; u < U; u++) {
@@ -419,8 +454,7 @@ int ngt_shard_read_ids(ngt_shard *sh, char ***ids, ngt_err *err) {
     if (!buf || H5Tset_size(mt, sz + 1) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 ||
         H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
       free(buf);
-      rc = ngt_err_set(err, NGT_EIO, "shard '%s': cannot read /utt_ids (corrupt file?)",
-                       sh->path);
+      rc = ngt_err_set(err, NGT_EIO, "shard '%s': cannot read /utt_ids (corrupt file?)", sh->path);
       goto out;
     }
     for (int64_t u = 0; u < U; u++) {
@@ -453,22 +487,22 @@ void ngt_shard_free_ids(char **ids, int64_t n) {
 /* ---------------------------------------------------------------- writing */
 
 struct ngt_shard_writer {
-  char *path;            /* final path (owned) */
-  char *tmp;             /* temp path written until commit (owned) */
-  int D, C;              /* feat_dim, num_classes */
-  int compress;          /* gzip level 0..9 */
-  int64_t chunk_frames;  /* rows per HDF5 chunk; also the size of the write buffer */
+  char *path;           /* final path (owned) */
+  char *tmp;            /* temp path written until commit (owned) */
+  int D, C;             /* feat_dim, num_classes */
+  int compress;         /* gzip level 0..9 */
+  int64_t chunk_frames; /* rows per HDF5 chunk; also the size of the write buffer */
   hid_t file, feats, labels;
-  int64_t T;             /* frames written to the datasets so far */
+  int64_t T; /* frames written to the datasets so far */
   /* Frames are buffered up to one HDF5 chunk and written chunk-aligned, so the streaming
    * and the whole writer produce the same chunks and compressed chunks are written once. */
-  float *buf_feats;      /* (chunk_frames, D) */
-  int32_t *buf_labels;   /* (chunk_frames) */
-  int64_t buf_n;         /* frames in the buffer */
-  int64_t U, cap_u;      /* utterances added; capacity of offsets/ids */
-  int64_t *offsets;      /* (cap_u + 1): offsets[0..U] */
-  char **ids;            /* (cap_u): NULL where no id was given */
-  int any_id;            /* write /utt_ids if any utterance had an id */
+  float *buf_feats;    /* (chunk_frames, D) */
+  int32_t *buf_labels; /* (chunk_frames) */
+  int64_t buf_n;       /* frames in the buffer */
+  int64_t U, cap_u;    /* utterances added; capacity of offsets/ids */
+  int64_t *offsets;    /* (cap_u + 1): offsets[0..U] */
+  char **ids;          /* (cap_u): NULL where no id was given */
+  int any_id;          /* write /utt_ids if any utterance had an id */
 };
 
 static void writer_close_h5(ngt_shard_writer *w) {
@@ -499,8 +533,8 @@ void ngt_shard_writer_abort(ngt_shard_writer *w) {
 }
 
 /* Creates an extendible chunked dataset [0, cols] (rank 1 if cols == 0). */
-static hid_t create_extendible(hid_t file, const char *name, hid_t type, int64_t chunk,
-                               int cols, int compress) {
+static hid_t create_extendible(hid_t file, const char *name, hid_t type, int64_t chunk, int cols,
+                               int compress) {
   int rank = cols > 0 ? 2 : 1;
   hsize_t dims[2] = {0, (hsize_t)cols}, maxd[2] = {H5S_UNLIMITED, (hsize_t)cols},
           ch[2] = {(hsize_t)chunk, (hsize_t)cols};
@@ -514,8 +548,7 @@ static hid_t create_extendible(hid_t file, const char *name, hid_t type, int64_t
 }
 
 int ngt_shard_writer_open(const char *path, int D, int num_classes,
-                          const ngt_shard_write_opts *opts, ngt_shard_writer **out,
-                          ngt_err *err) {
+                          const ngt_shard_write_opts *opts, ngt_shard_writer **out, ngt_err *err) {
   *out = NULL;
   ngt_hdf5_quiet();
   int compress = opts ? opts->compress : 0;
@@ -523,14 +556,18 @@ int ngt_shard_writer_open(const char *path, int D, int num_classes,
   if (D <= 0)
     return ngt_err_set(err, NGT_EINVAL, "shard '%s': feat_dim = %d, must be positive", path, D);
   if (num_classes <= 0)
-    return ngt_err_set(err, NGT_EINVAL, "shard '%s': num_classes = %d, must be positive "
-                       "(mkshards --num-classes)", path, num_classes);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "shard '%s': num_classes = %d, must be positive "
+                       "(mkshards --num-classes)",
+                       path, num_classes);
   if (compress < 0 || compress > 9)
     return ngt_err_set(err, NGT_EINVAL, "shard '%s': compression level %d, must be 0..9", path,
                        compress);
   if (chunk > ((int64_t)1 << 28) / D) /* HDF5 chunks must stay below 4 GiB; keep them < 1 GiB */
-    return ngt_err_set(err, NGT_EINVAL, "shard '%s': chunk of %" PRId64 " frames x %d dims is "
-                       "too large for HDF5; use a smaller chunk", path, chunk, D);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "shard '%s': chunk of %" PRId64 " frames x %d dims is "
+                       "too large for HDF5; use a smaller chunk",
+                       path, chunk, D);
   ngt_shard_writer *w = calloc(1, sizeof *w);
   if (!w) return ngt_err_set(err, NGT_ENOMEM, "shard '%s': out of memory", path);
   w->file = w->feats = w->labels = -1;
@@ -559,9 +596,10 @@ int ngt_shard_writer_open(const char *path, int D, int num_classes,
   if (fcpl >= 0) H5Pclose(fcpl);
   if (w->file < 0) {
     int e = errno;
-    ngt_err_set(err, NGT_EIO, "shard '%s': cannot create the temporary file '%s' (%s; does the "
-                "directory exist and is it writable?)", path, w->tmp,
-                e ? strerror(e) : "HDF5 error");
+    ngt_err_set(err, NGT_EIO,
+                "shard '%s': cannot create the temporary file '%s' (%s; does the "
+                "directory exist and is it writable?)",
+                path, w->tmp, e ? strerror(e) : "HDF5 error");
     unlink(w->tmp);
     writer_free(w);
     return NGT_EIO;
@@ -570,8 +608,7 @@ int ngt_shard_writer_open(const char *path, int D, int num_classes,
   w->labels = create_extendible(w->file, "labels", H5T_STD_I32LE, chunk, 0, compress);
   if (w->feats < 0 || w->labels < 0) {
     ngt_shard_writer_abort(w);
-    return ngt_err_set(err, NGT_EIO, "shard '%s': cannot create the datasets in '%s'", path,
-                       path);
+    return ngt_err_set(err, NGT_EIO, "shard '%s': cannot create the datasets in '%s'", path, path);
   }
   *out = w;
   return 0;
@@ -605,32 +642,37 @@ out:
   close_id(&ms, H5Sclose);
   close_id(&fs, H5Sclose);
   if (!ok)
-    return ngt_err_set(err, NGT_EIO, "shard '%s': writing frames [%" PRId64 ", %" PRId64 ") to "
-                       "'%s' failed (disk full?)", w->path, w->T, w->T + w->buf_n, w->tmp);
+    return ngt_err_set(err, NGT_EIO,
+                       "shard '%s': writing frames [%" PRId64 ", %" PRId64 ") to "
+                       "'%s' failed (disk full?)",
+                       w->path, w->T, w->T + w->buf_n, w->tmp);
   return 0;
 }
 
-int ngt_shard_writer_add(ngt_shard_writer *w, const char *utt_id, const float *feats,
-                         int64_t T, const int32_t *labels, ngt_err *err) {
+int ngt_shard_writer_add(ngt_shard_writer *w, const char *utt_id, const float *feats, int64_t T,
+                         const int32_t *labels, ngt_err *err) {
   NGT_ASSERT(w != NULL);
   const int D = w->D;
   const char *name = utt_id ? utt_id : "";
   if (T <= 0)
-    return ngt_err_set(err, NGT_EINVAL, "shard '%s': utterance %" PRId64 " '%s' has %" PRId64
-                       " frames; every utterance needs at least one frame", w->path, w->U, name,
-                       T);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "shard '%s': utterance %" PRId64 " '%s' has %" PRId64
+                       " frames; every utterance needs at least one frame",
+                       w->path, w->U, name, T);
   for (int64_t t = 0; t < T; t++) {
     if (labels[t] < 0 || labels[t] >= w->C)
-      return ngt_err_set(err, NGT_EINVAL, "shard '%s': utterance %" PRId64 " '%s' frame %"
-                         PRId64 " has label %" PRId32 " but num_classes = %d (check "
-                         "--num-classes and the alignments)", w->path, w->U, name, t, labels[t],
-                         w->C);
+      return ngt_err_set(err, NGT_EINVAL,
+                         "shard '%s': utterance %" PRId64 " '%s' frame %" PRId64
+                         " has label %" PRId32 " but num_classes = %d (check "
+                         "--num-classes and the alignments)",
+                         w->path, w->U, name, t, labels[t], w->C);
   }
   int64_t bad = first_nonfinite(feats, T * (int64_t)D);
   if (bad >= 0)
-    return ngt_err_set(err, NGT_EINVAL, "shard '%s': utterance %" PRId64 " '%s' frame %" PRId64
-                       ", dim %d is not finite (%g); check the features", w->path, w->U, name,
-                       bad / D, (int)(bad % D), (double)feats[bad]);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "shard '%s': utterance %" PRId64 " '%s' frame %" PRId64
+                       ", dim %d is not finite (%g); check the features",
+                       w->path, w->U, name, bad / D, (int)(bad % D), (double)feats[bad]);
   if (w->U == w->cap_u) {
     int64_t nc = w->cap_u * 2;
     int64_t *no = realloc(w->offsets, (size_t)(nc + 1) * sizeof *no);
@@ -731,26 +773,29 @@ int ngt_shard_writer_commit(ngt_shard_writer *w, ngt_err *err) {
   writer_free(w);
   return rc;
 fail_io:
-  rc = ngt_err_set(err, NGT_EIO, "shard '%s': writing the temporary file '%s' failed (disk "
-                   "full?)", w->path, w->tmp);
+  rc = ngt_err_set(err, NGT_EIO,
+                   "shard '%s': writing the temporary file '%s' failed (disk "
+                   "full?)",
+                   w->path, w->tmp);
 fail:
   ngt_shard_writer_abort(w);
   return rc;
 }
 
-int ngt_shard_write(const char *path, const float *feats, int64_t T, int D,
-                    const int32_t *labels, const int64_t *utt_offsets, int64_t U,
-                    const char *const *utt_ids, int num_classes,
-                    const ngt_shard_write_opts *opts, ngt_err *err) {
+int ngt_shard_write(const char *path, const float *feats, int64_t T, int D, const int32_t *labels,
+                    const int64_t *utt_offsets, int64_t U, const char *const *utt_ids,
+                    int num_classes, const ngt_shard_write_opts *opts, ngt_err *err) {
   if (U < 0 || T < 0 || utt_offsets[0] != 0 || utt_offsets[U] != T)
-    return ngt_err_set(err, NGT_EINVAL, "shard '%s': utt_offsets must run from 0 to T = %" PRId64
-                       " (got %" PRId64 " .. %" PRId64 ")", path, T, utt_offsets[0],
-                       U >= 0 ? utt_offsets[U] : -1);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "shard '%s': utt_offsets must run from 0 to T = %" PRId64 " (got %" PRId64
+                       " .. %" PRId64 ")",
+                       path, T, utt_offsets[0], U >= 0 ? utt_offsets[U] : -1);
   for (int64_t u = 0; u < U; u++)
     if (utt_offsets[u + 1] <= utt_offsets[u])
-      return ngt_err_set(err, NGT_EINVAL, "shard '%s': utterance %" PRId64 " is empty or "
-                         "utt_offsets decreases there (%" PRId64 " then %" PRId64 ")", path, u,
-                         utt_offsets[u], utt_offsets[u + 1]);
+      return ngt_err_set(err, NGT_EINVAL,
+                         "shard '%s': utterance %" PRId64 " is empty or "
+                         "utt_offsets decreases there (%" PRId64 " then %" PRId64 ")",
+                         path, u, utt_offsets[u], utt_offsets[u + 1]);
   ngt_shard_writer *w;
   int rc = ngt_shard_writer_open(path, D, num_classes, opts, &w, err);
   if (rc) return rc;
@@ -793,8 +838,10 @@ int ngt_glob_paths(const char *pattern, char ***paths, int *n, ngt_err *err) {
   int rc = glob(pattern, 0, NULL, &g);
   if (rc == GLOB_NOMATCH || (rc == 0 && g.gl_pathc == 0)) {
     globfree(&g);
-    return ngt_err_set(err, NGT_EIO, "no file matches '%s' (check the path; quote the pattern "
-                       "so the shell does not expand it)", pattern);
+    return ngt_err_set(err, NGT_EIO,
+                       "no file matches '%s' (check the path; quote the pattern "
+                       "so the shell does not expand it)",
+                       pattern);
   }
   if (rc != 0) {
     globfree(&g);

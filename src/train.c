@@ -69,28 +69,43 @@ ngt_train_opts ngt_train_opts_default(void) {
 
 int ngt_train_parse_choices(const ngt_train_opts *o, ngt_train_choices *ch, char *msg, size_t n) {
   if (!strcmp(o->preconditioner, "online")) ch->precond = NGT_PRECOND_ONLINE;
-  else if (!strcmp(o->preconditioner, "simple")) ch->precond = NGT_PRECOND_SIMPLE;
-  else return snprintf(msg, n, "--preconditioner=%s: use online or simple", o->preconditioner), 1;
+  else if (!strcmp(o->preconditioner, "simple"))
+    ch->precond = NGT_PRECOND_SIMPLE;
+  else
+    return snprintf(msg, n, "--preconditioner=%s: use online or simple", o->preconditioner), 1;
   if (!o->use_natural_gradient) ch->precond = NGT_PRECOND_NONE;
   if (!strcmp(o->input_transform, "lda")) ch->transform = NGT_TRANSFORM_LDA;
-  else if (!strcmp(o->input_transform, "cmvn")) ch->transform = NGT_TRANSFORM_CMVN;
-  else if (!strcmp(o->input_transform, "none")) ch->transform = NGT_TRANSFORM_NONE;
-  else return snprintf(msg, n, "--input-transform=%s: use lda, cmvn or none", o->input_transform), 1;
+  else if (!strcmp(o->input_transform, "cmvn"))
+    ch->transform = NGT_TRANSFORM_CMVN;
+  else if (!strcmp(o->input_transform, "none"))
+    ch->transform = NGT_TRANSFORM_NONE;
+  else
+    return snprintf(msg, n, "--input-transform=%s: use lda, cmvn or none", o->input_transform), 1;
   if (!strcmp(o->averaging, "average")) ch->averaging = NGT_AVERAGING_MEAN;
-  else if (!strcmp(o->averaging, "bmuf")) ch->averaging = NGT_AVERAGING_BMUF;
-  else return snprintf(msg, n, "--averaging=%s: use average or bmuf", o->averaging), 1;
+  else if (!strcmp(o->averaging, "bmuf"))
+    ch->averaging = NGT_AVERAGING_BMUF;
+  else
+    return snprintf(msg, n, "--averaging=%s: use average or bmuf", o->averaging), 1;
   const char *dp = o->data_placement ? o->data_placement : "shared";
   if (!strcmp(dp, "shared")) ch->placement = NGT_PLACEMENT_SHARED;
-  else if (!strcmp(dp, "local")) ch->placement = NGT_PLACEMENT_LOCAL;
-  else return snprintf(msg, n, "--data-placement=%s: use shared (shards on a filesystem every "
-                       "rank sees) or local (worker w reads shards w, w+W, ... on its own disk)", dp), 1;
+  else if (!strcmp(dp, "local"))
+    ch->placement = NGT_PLACEMENT_LOCAL;
+  else
+    return snprintf(msg, n,
+                    "--data-placement=%s: use shared (shards on a filesystem every "
+                    "rank sees) or local (worker w reads shards w, w+W, ... on its own disk)",
+                    dp),
+           1;
   return 0;
 }
 
 _Noreturn void ngt_train_fail_local(const char *msg) { ngt_die("%s", msg); }
 
 void ngt_train_sync_status(int code, const char *msg) {
-  struct { int32_t code; char msg[1024]; } st;
+  struct {
+    int32_t code;
+    char msg[1024];
+  } st;
   memset(&st, 0, sizeof st);
   st.code = code;
   if (msg) snprintf(st.msg, sizeof st.msg, "%s", msg);
@@ -103,7 +118,8 @@ ngt_optim_opts ngt_train_optim_opts(const ngt_train_ctx *c) {
   const ngt_train_opts *o = c->o;
   ngt_optim_opts oo = ngt_optim_opts_default();
   oo.use_natural_gradient = c->ch.precond != NGT_PRECOND_NONE;
-  oo.preconditioner = c->ch.precond == NGT_PRECOND_SIMPLE ? NGT_PRECOND_SIMPLE : NGT_PRECOND_ONLINE;
+  oo.preconditioner = c->ch.precond == NGT_PRECOND_SIMPLE ? NGT_PRECOND_SIMPLE
+                                                          : NGT_PRECOND_ONLINE;
   oo.rank_in = o->rank_in;
   oo.rank_out = o->rank_out;
   oo.update_period = o->update_period;
@@ -126,7 +142,8 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
   ngt_train_state_init(&c->st);
   ngt_err err = {0};
   char msg[1024];
-  if (ngt_coord_check_opts(o, msg, sizeof msg) || ngt_train_parse_choices(o, &c->ch, msg, sizeof msg))
+  if (ngt_coord_check_opts(o, msg, sizeof msg) ||
+      ngt_train_parse_choices(o, &c->ch, msg, sizeof msg))
     ngt_comm_fail_all(msg);
   if (ngt_nnet_from_config_file(o->config, &c->net, &err)) ngt_comm_fail_all(err.msg);
   if (ngt_glob_paths(o->train, &c->paths, &c->n_paths, &err)) {
@@ -134,21 +151,25 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
     ngt_comm_fail_all(msg);
   }
   if (c->ch.placement == NGT_PLACEMENT_LOCAL && c->n_paths < c->W) {
-    snprintf(msg, sizeof msg, "--train='%s' matches %d shard(s) but there are %d workers "
+    snprintf(msg, sizeof msg,
+             "--train='%s' matches %d shard(s) but there are %d workers "
              "(with --data-placement=local each worker needs at least one shard: run with mpirun "
              "-np %d or fewer, make more shards with mkshards --num-shards, or put the shards "
-             "where every rank sees them and use --data-placement=shared)", o->train, c->n_paths,
-             c->W, c->n_paths + 1);
+             "where every rank sees them and use --data-placement=shared)",
+             o->train, c->n_paths, c->W, c->n_paths + 1);
     ngt_comm_fail_all(msg);
   }
   int j1 = o->num_jobs_final > 0 ? o->num_jobs_final : c->W;
   if (j1 > c->W) {
-    snprintf(msg, sizeof msg, "--num-jobs-final=%d is more than the %d worker rank(s) "
-             "(run mpirun -np %d, or lower --num-jobs-final)", j1, c->W, j1 + 1);
+    snprintf(msg, sizeof msg,
+             "--num-jobs-final=%d is more than the %d worker rank(s) "
+             "(run mpirun -np %d, or lower --num-jobs-final)",
+             j1, c->W, j1 + 1);
     ngt_comm_fail_all(msg);
   }
   if (o->num_jobs_initial > j1) {
-    snprintf(msg, sizeof msg, "--num-jobs-initial=%d is more than --num-jobs-final=%d", o->num_jobs_initial, j1);
+    snprintf(msg, sizeof msg, "--num-jobs-initial=%d is more than --num-jobs-final=%d",
+             o->num_jobs_initial, j1);
     ngt_comm_fail_all(msg);
   }
 
@@ -197,10 +218,11 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
   /* Shared placement: the schedule's A is the number of archives the corpus is cut into,
    * so num-epochs x A reads cover every frame num-epochs times. */
   c->num_archives = c->ch.placement == NGT_PLACEMENT_SHARED && total > 0
-                        ? ngt_archives_count_for(total, o->samples_per_iter) : 0;
+                        ? ngt_archives_count_for(total, o->samples_per_iter)
+                        : 0;
   int64_t sched_frames = c->num_archives ? c->num_archives * o->samples_per_iter : total;
-  if (ngt_schedule_init(&c->sched, o->num_epochs, sched_frames, o->samples_per_iter, o->num_jobs_initial,
-                        j1, o->num_jobs_step, o->initial_effective_lrate,
+  if (ngt_schedule_init(&c->sched, o->num_epochs, sched_frames, o->samples_per_iter,
+                        o->num_jobs_initial, j1, o->num_jobs_step, o->initial_effective_lrate,
                         o->final_effective_lrate, &err))
     ngt_comm_fail_all(err.msg);
 
@@ -260,12 +282,12 @@ static void start_model_and_workers(ngt_train_ctx *c, int start) {
 typedef struct loop {
   int start, retry;
   float lr_scale;
-  ngt_worker_stats *all;  /* [size] on the coordinator */
-  int32_t *accept;        /* [size] */
-  size_t *ngbytes;        /* [size] NG state bytes each rank sends */
-  double *my_ng;          /* this worker's NG state */
-  float *zeros;           /* what a rank outside the average contributes */
-  float *lookahead;       /* BMUF: the model sent to the workers */
+  ngt_worker_stats *all; /* [size] on the coordinator */
+  int32_t *accept;       /* [size] */
+  size_t *ngbytes;       /* [size] NG state bytes each rank sends */
+  double *my_ng;         /* this worker's NG state */
+  float *zeros;          /* what a rank outside the average contributes */
+  float *lookahead;      /* BMUF: the model sent to the workers */
 } loop;
 
 /* One attempt at iteration it (protocol above). Returns 1 when done, 0 for a retry of
@@ -279,12 +301,17 @@ static int iterate(ngt_train_ctx *c, loop *L, int it) {
   if (ngt_comm_bcast(&h, sizeof h, 0, &err)) ngt_train_fail_local(err.msg);
   if (h.iter < 0) return -1;
   float *send_model = c->net->params;
-  if (L->lookahead) { ngt_coord_lookahead(c, L->lookahead); send_model = L->lookahead; }
-  if (c->size > 1 && ngt_comm_bcast(send_model, sizeof(float) * P, 0, &err)) ngt_train_fail_local(err.msg);
+  if (L->lookahead) {
+    ngt_coord_lookahead(c, L->lookahead);
+    send_model = L->lookahead;
+  }
+  if (c->size > 1 && ngt_comm_bcast(send_model, sizeof(float) * P, 0, &err))
+    ngt_train_fail_local(err.msg);
   double t_bcast = ngt_now() - t_iter;
 
   /* coordinator: checkpoint and validate model_it while the workers train */
-  if (c->rank == 0 && !L->retry) ngt_coord_checkpoint_and_validate(c, it, it > L->start || L->start == 0);
+  if (c->rank == 0 && !L->retry)
+    ngt_coord_checkpoint_and_validate(c, it, it > L->start || L->start == 0);
   if (c->size == 1) {
     memcpy(c->sum, c->net->params, sizeof(float) * P); /* model_it, for a retry */
     if (L->lookahead) memcpy(c->net->params, L->lookahead, sizeof(float) * P);
@@ -303,7 +330,8 @@ static int iterate(ngt_train_ctx *c, loop *L, int it) {
   if (ngt_comm_gather(&mine, sizeof mine, L->all, 0, &err)) ngt_train_fail_local(err.msg);
 
   int n_acc = c->rank == 0 ? ngt_coord_accept(c, it, L->all, L->accept) : 0;
-  if (ngt_comm_bcast(L->accept, sizeof(int32_t) * (size_t)c->size, 0, &err)) ngt_train_fail_local(err.msg);
+  if (ngt_comm_bcast(L->accept, sizeof(int32_t) * (size_t)c->size, 0, &err))
+    ngt_train_fail_local(err.msg);
   if (ngt_comm_bcast(&n_acc, sizeof n_acc, 0, &err)) ngt_train_fail_local(err.msg);
   if (n_acc == 0) {
     /* every job diverged: retry from the last model with half the learning rate */
@@ -312,10 +340,13 @@ static int iterate(ngt_train_ctx *c, loop *L, int it) {
       if (L->retry > c->o->max_retries)
         ngt_die("iteration %d diverged in every job %d times, even at learning rate x%g; "
                 "stopping. Lower --initial-effective-lrate (or set --max-param-change / per-layer "
-                "max-change) and train again in a new --dir", it, L->retry, (double)L->lr_scale);
+                "max-change) and train again in a new --dir",
+                it, L->retry, (double)L->lr_scale);
       L->lr_scale *= 0.5f;
-      NGT_LOG(NGT_WARN, "iteration %d: every job diverged; retrying with the learning rate "
-              "halved (x%g)", it, (double)L->lr_scale);
+      NGT_LOG(NGT_WARN,
+              "iteration %d: every job diverged; retrying with the learning rate "
+              "halved (x%g)",
+              it, (double)L->lr_scale);
       ngt_coord_take_positions(c, L->all);
     }
     /* model_it is re-broadcast at the top of the loop; one process restores its copy */

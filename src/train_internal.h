@@ -29,53 +29,53 @@
 typedef enum { NGT_AVERAGING_MEAN = 0, NGT_AVERAGING_BMUF = 1 } ngt_averaging_type;
 typedef enum { NGT_PLACEMENT_SHARED = 0, NGT_PLACEMENT_LOCAL = 1 } ngt_placement_type;
 typedef struct ngt_train_choices {
-  int precond;     /* ngt_precond_type: NONE (plain SGD), ONLINE, SIMPLE */
-  int transform;   /* NGT_TRANSFORM_NONE / LDA / CMVN */
-  int averaging;   /* ngt_averaging_type */
-  int placement;   /* ngt_placement_type (--data-placement) */
+  int precond;   /* ngt_precond_type: NONE (plain SGD), ONLINE, SIMPLE */
+  int transform; /* NGT_TRANSFORM_NONE / LDA / CMVN */
+  int averaging; /* ngt_averaging_type */
+  int placement; /* ngt_placement_type (--data-placement) */
 } ngt_train_choices;
 /* 0, or 1 with msg naming the option, the value and the accepted values. */
 int ngt_train_parse_choices(const ngt_train_opts *o, ngt_train_choices *ch, char *msg, size_t n);
 
 /* Broadcast by the coordinator at the top of every iteration. */
 typedef struct ngt_iter_header {
-  int32_t iter;        /* iteration index, or -1 = stop */
-  int32_t jobs;        /* active workers: 0 .. jobs-1 */
+  int32_t iter; /* iteration index, or -1 = stop */
+  int32_t jobs; /* active workers: 0 .. jobs-1 */
   int32_t minibatch;
-  int32_t retry;       /* 0, or the retry count of this iteration */
-  float lr;            /* learning rate given to every job (jobs x effective) */
-  float mpc_scale;     /* max-change scale (1/sqrt(2) on iteration 0) */
-  int64_t first_read;  /* shared placement: p_i, so job j reads archive (p_i + j) mod A */
+  int32_t retry;      /* 0, or the retry count of this iteration */
+  float lr;           /* learning rate given to every job (jobs x effective) */
+  float mpc_scale;    /* max-change scale (1/sqrt(2) on iteration 0) */
+  int64_t first_read; /* shared placement: p_i, so job j reads archive (p_i + j) mod A */
 } ngt_iter_header;
 
 /* What each rank reports after training (gathered on the coordinator). */
 typedef struct ngt_worker_stats {
-  double obj;          /* sum of log p(label) over the iteration's frames */
+  double obj; /* sum of log p(label) over the iteration's frames */
   double frames;
   double correct;
   double t_compute, t_data; /* seconds */
-  int64_t position;    /* batcher position after the iteration */
+  int64_t position;         /* batcher position after the iteration */
   int64_t steps, refused, comp_clipped, comp_steps, global_clipped;
-  int32_t finite;      /* objective and parameters finite */
+  int32_t finite; /* objective and parameters finite */
   int32_t active;
 } ngt_worker_stats;
 
 typedef struct ngt_train_ctx {
   const ngt_train_opts *o;
   ngt_train_choices ch;
-  int rank, size, W;        /* W workers */
-  int worker;               /* this rank's worker index, -1 on a pure coordinator */
-  char **paths;             /* all training shards, sorted */
+  int rank, size, W; /* W workers */
+  int worker;        /* this rank's worker index, -1 on a pure coordinator */
+  char **paths;      /* all training shards, sorted */
   int n_paths;
-  ngt_nnet *net;            /* the model (params = model_i while training) */
+  ngt_nnet *net; /* the model (params = model_i while training) */
   ngt_schedule sched;
   int64_t total_frames;
-  int64_t num_archives;     /* A (shared placement; 0 = local) */
-  uint64_t data_seed;       /* the archive cut and order (independent of the worker) */
-  ngt_archives *arch;       /* coordinator, shared placement: the archive plan */
-  int64_t *shard_frames;    /* coordinator: frames of each shard */
-  size_t ng_doubles;        /* NG state per worker (every rank knows it) */
-  ngt_train_state st;       /* positions, NG states, BMUF momentum, signature, pending
+  int64_t num_archives;  /* A (shared placement; 0 = local) */
+  uint64_t data_seed;    /* the archive cut and order (independent of the worker) */
+  ngt_archives *arch;    /* coordinator, shared placement: the archive plan */
+  int64_t *shard_frames; /* coordinator: frames of each shard */
+  size_t ng_doubles;     /* NG state per worker (every rank knows it) */
+  ngt_train_state st;    /* positions, NG states, BMUF momentum, signature, pending
                              * metrics: complete on the coordinator; positions and (on
                              * resume) NG states are broadcast to the workers */
   /* worker */
@@ -84,13 +84,13 @@ typedef struct ngt_train_ctx {
   ngt_nnet_ws *ws;
   ngt_mat X;
   int32_t *y;
-  double *ng_snapshot;      /* NG state at the start of the iteration (retries) */
+  double *ng_snapshot; /* NG state at the start of the iteration (retries) */
   /* coordinator */
   ngt_frameset *valid;
-  ngt_frameset *subset;     /* training subset: combination and priors */
+  ngt_frameset *subset; /* training subset: combination and priors */
   FILE *metrics;
-  float *sum;               /* reduction target, num_params */
-  float *bmuf_global;       /* BMUF: W_g */
+  float *sum;         /* reduction target, num_params */
+  float *bmuf_global; /* BMUF: W_g */
   int progress;
   double t_start;
 } ngt_train_ctx;

@@ -24,7 +24,8 @@ char **ngt_worker_shards(const ngt_train_ctx *c, int *n) {
 }
 
 /* A stream over this worker's shards (local placement), or over every shard (shared). */
-static ngt_batcher *open_stream(const ngt_train_ctx *c, uint64_t seed, int loop, int64_t archives) {
+static ngt_batcher *open_stream(const ngt_train_ctx *c, uint64_t seed, int loop,
+                                int64_t archives) {
   ngt_err err = {0};
   int n = 0;
   char **mine = ngt_worker_shards(c, &n);
@@ -48,8 +49,7 @@ static ngt_batcher *open_stream(const ngt_train_ctx *c, uint64_t seed, int loop,
 void ngt_worker_setup(ngt_train_ctx *c) {
   const ngt_train_opts *o = c->o;
   ngt_err err = {0};
-  if (c->num_archives)
-    c->batch = open_stream(c, c->data_seed, 1, c->num_archives);
+  if (c->num_archives) c->batch = open_stream(c, c->data_seed, 1, c->num_archives);
   else
     c->batch = open_stream(c, ngt_rng_mix(o->seed, (uint64_t)c->worker + 1000), 1, 0);
   ngt_optim_opts oo = ngt_train_optim_opts(c);

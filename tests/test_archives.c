@@ -29,7 +29,8 @@ static void make(corpus *c) {
     c->U[s] = 100 * (s + 1);
     c->off[s] = malloc(sizeof(int64_t) * (size_t)(c->U[s] + 1));
     c->off[s][0] = 0;
-    for (int64_t u = 0; u < c->U[s]; u++) c->off[s][u + 1] = c->off[s][u] + 20 + ngt_rng_below(&r, 61);
+    for (int64_t u = 0; u < c->U[s]; u++)
+      c->off[s][u + 1] = c->off[s][u] + 20 + ngt_rng_below(&r, 61);
     c->T += c->off[s][c->U[s]];
   }
 }
@@ -41,7 +42,8 @@ static ngt_archives *plan(const corpus *c, int64_t A, uint64_t seed) {
   ngt_archives *a = NULL;
   ngt_err err = {0};
   ck_assert_int_eq(ngt_archives_new(S, (const int64_t *const *)c->off, c->U, A,
-                                    ngt_archives_unit_for(c->T, A, 500000), seed, &a, &err), 0);
+                                    ngt_archives_unit_for(c->T, A, 500000), seed, &a, &err),
+                   0);
   return a;
 }
 
@@ -51,7 +53,8 @@ static int64_t add_read(ngt_archives *a, const corpus *c, int64_t g, int *count[
   int np = 0;
   int64_t n = ngt_archives_pieces(a, g, &p, &np), k = 0;
   for (int i = 0; i < np; i++) {
-    ck_assert(p[i].shard >= 0 && p[i].shard < S && p[i].u0 < p[i].u1 && p[i].u1 <= c->U[p[i].shard]);
+    ck_assert(p[i].shard >= 0 && p[i].shard < S && p[i].u0 < p[i].u1 &&
+              p[i].u1 <= c->U[p[i].shard]);
     ck_assert_int_eq(p[i].f0, c->off[p[i].shard][p[i].u0]);
     ck_assert_int_eq(p[i].f1, c->off[p[i].shard][p[i].u1]);
     for (int64_t t = p[i].f0; t < p[i].f1; t++) count[p[i].shard][t]++;
@@ -94,7 +97,9 @@ START_TEST(every_epoch_partitions_the_corpus) {
   ngt_archives_pieces(b, 0, &q0, &m0);
   ck_assert(!same_pieces(p0, n0, p1, n1));
   ck_assert(same_pieces(p0, n0, q0, m0));
-  free(p0); free(p1); free(q0);
+  free(p0);
+  free(p1);
+  free(q0);
   ngt_archives_free(b);
   for (int s = 0; s < S; s++) free(count[s]);
   ngt_archives_free(a);

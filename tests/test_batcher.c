@@ -27,10 +27,10 @@
 static char g_dir[256];
 
 typedef struct meta {
-  int n;                   /* shards */
+  int n; /* shards */
   char path[MAXSH][512];
   int64_t T[MAXSH], U[MAXSH];
-  int64_t *offs[MAXSH];    /* (U+1) */
+  int64_t *offs[MAXSH]; /* (U+1) */
   int64_t total;
 } meta;
 
@@ -363,7 +363,8 @@ START_TEST(test_archive_reads) {
     ngt_archives *ar = NULL;
     ngt_err err = {0};
     ck_assert_int_eq(ngt_archives_new(m.n, offs, m.U, A, ngt_archives_unit_for(m.total, A, buffer),
-                                      9, &ar, &err), 0);
+                                      9, &ar, &err),
+                     0);
     int64_t seen = 0;
     for (int64_t g = 0; g < 2 * A; g++) {
       int64_t n = ngt_batcher_archive_frames(b1, g);
@@ -392,7 +393,10 @@ START_TEST(test_archive_reads) {
       qsort(x1, (size_t)n, sizeof(int64_t), cmp_i64);
       ck_assert(memcmp(x1, want, sizeof(int64_t) * (size_t)n) == 0);
       seen += n;
-      free(p); free(want); free(x1); free(x0);
+      free(p);
+      free(want);
+      free(x1);
+      free(x0);
     }
     ck_assert_int_eq(seen, 2 * m.total); /* two epochs: every frame twice */
     ngt_archives_free(ar);
@@ -415,7 +419,8 @@ START_TEST(test_mismatched_shards) {
   ck_assert_int_ne(ngt_batcher_new(p, 2, &o, &b, &err), 0);
   ck_assert_ptr_null(b);
   ck_assert_msg(strstr(err.msg, m.path[0]) && strstr(err.msg, m.path[1]) &&
-                strstr(err.msg, "feat_dim") && strstr(err.msg, "= 4") && strstr(err.msg, "= 5"),
+                    strstr(err.msg, "feat_dim") && strstr(err.msg, "= 4") &&
+                    strstr(err.msg, "= 5"),
                 "%s", err.msg);
   ngt_frameset *fs = NULL;
   ck_assert_int_ne(ngt_frameset_load(p, 2, 0, 1, &fs, &err), 0);
@@ -503,7 +508,8 @@ START_TEST(test_bad_label_midstream) {
   while (rc == 0 && got == 16) rc = ngt_batcher_next(b, 16, X, y, &got, &err);
   ck_assert_int_ne(rc, 0);
   ck_assert_msg(strstr(err.msg, m.path[2]) && strstr(err.msg, "frame 77") &&
-                strstr(err.msg, "label 99"), "%s", err.msg);
+                    strstr(err.msg, "label 99"),
+                "%s", err.msg);
   ngt_mat_free(&X);
   ngt_batcher_free(b);
   meta_free(&m);
@@ -628,7 +634,8 @@ START_TEST(test_throughput) {
   double cpu = (double)(c1.tv_sec - c0.tv_sec) + 1e-9 * (double)(c1.tv_nsec - c0.tv_nsec);
   double rate = (double)n / cpu;
   printf("batcher throughput: %.0f frames/s wall, %.0f frames per CPU-second (40-dim, 11 "
-         "spliced, gzip shards)\n", (double)n / wall, rate);
+         "spliced, gzip shards)\n",
+         (double)n / wall, rate);
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   (void)rate;
 #else

@@ -79,8 +79,8 @@ END_TEST
 START_TEST(test_bf16_rounding) {
   float x[1000];
   fill_normal(x, 1000, 3, 10.0);
-  x[0] = 1.0f + 0x1.0p-8f;           /* halfway between 1 and 1+2^-7: even is 1 */
-  x[1] = 1.0f + 3 * 0x1.0p-8f;       /* halfway, rounds up to 1+2^-6 */
+  x[0] = 1.0f + 0x1.0p-8f;     /* halfway between 1 and 1+2^-7: even is 1 */
+  x[1] = 1.0f + 3 * 0x1.0p-8f; /* halfway, rounds up to 1+2^-6 */
   x[2] = NAN;
   x[3] = INFINITY;
   uint16_t b[1000];
@@ -107,7 +107,8 @@ START_TEST(test_gemm_bf16_vs_reference) {
       for (int wb = 0; wb < 2; wb++) {
         int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
         int lda = ac + pad, ldb = bc + pad, ldc = n + pad;
-        float *A = calloc((size_t)ar * lda, sizeof(float)), *B = calloc((size_t)br * ldb, sizeof(float));
+        float *A = calloc((size_t)ar * lda, sizeof(float)),
+              *B = calloc((size_t)br * ldb, sizeof(float));
         float *C = calloc((size_t)m * ldc, sizeof(float)), bias[53];
         uint16_t *Ab = calloc((size_t)ar * lda, 2), *Bb = calloc((size_t)br * ldb, 2);
         fill_normal(A, (size_t)ar * lda, 10 + ta, 1.0);
@@ -135,16 +136,19 @@ START_TEST(test_gemm_bf16_vs_reference) {
                           "ta=%d tb=%d (%d,%d): %g vs fp32 reference %g", ta, tb, i, j, c,
                           exact + bb);
           }
-        free(A); free(B); free(C); free(Ab); free(Bb);
+        free(A);
+        free(B);
+        free(C);
+        free(Ab);
+        free(Bb);
       }
 }
 END_TEST
 
-static const char *cfg =
-    "input dim=8 context=-1..1\n"
-    "layer type=relu-renorm dim=48\n"
-    "layer type=relu-renorm dim=40\n"
-    "output dim=12 param-stddev=0.1 bias-stddev=0.1\n";
+static const char *cfg = "input dim=8 context=-1..1\n"
+                         "layer type=relu-renorm dim=48\n"
+                         "layer type=relu-renorm dim=40\n"
+                         "output dim=12 param-stddev=0.1 bias-stddev=0.1\n";
 
 typedef struct run {
   ngt_nnet *net;
@@ -215,7 +219,9 @@ START_TEST(test_network_bf16_close_to_fp32) {
     double dot = 0, na = 0, nb = 0;
     for (size_t i = 0; i < P; i++) {
       double da = a.net->params[i] - p0[i], db = b.net->params[i] - p0[i];
-      dot += da * db; na += da * da; nb += db * db;
+      dot += da * db;
+      na += da * da;
+      nb += db * db;
     }
     double cosv = dot / sqrt(na * nb);
     ck_assert_msg(na > 0 && cosv >= 0.99, "NG=%d: cosine of bf16 and fp32 steps %g", ng, cosv);
@@ -268,8 +274,8 @@ START_TEST(test_cross_precision_eval) {
     train_steps(&r, 30, 77);
     double same = eval_obj(r.net, p);
     double other = eval_obj(r.net, p == NGT_PREC_FP32 ? NGT_PREC_BF16 : NGT_PREC_FP32);
-    ck_assert_msg(same > o0, "training in %s did not improve: %g -> %g", ngt_precision_name(p),
-                  o0, same);
+    ck_assert_msg(same > o0, "training in %s did not improve: %g -> %g", ngt_precision_name(p), o0,
+                  same);
     ck_assert_msg(fabs(same - other) < 0.02, "trained in %s: %g here, %g in the other precision",
                   ngt_precision_name(p), same, other);
     run_free(&r);
@@ -323,7 +329,9 @@ START_TEST(test_ngrad_bf16_matches_fp32) {
   }
   ck_assert_int_gt(compared, 0);
   free(basis);
-  ngt_mat_free(&X); ngt_mat_free(&Y); ngt_mat_free(&Z);
+  ngt_mat_free(&X);
+  ngt_mat_free(&Y);
+  ngt_mat_free(&Z);
   ngt_ngrad_deinit(&a);
   ngt_ngrad_deinit(&b);
 }

@@ -43,24 +43,42 @@ static void put(bytes *b, const void *p, size_t n) {
   b->n += n;
 }
 static void put_s(bytes *b, const char *s) { put(b, s, strlen(s)); }
-static void put_u8(bytes *b, unsigned v) { unsigned char c = (unsigned char)v; put(b, &c, 1); }
-static void put_u16(bytes *b, unsigned v) { put_u8(b, v & 255); put_u8(b, (v >> 8) & 255); }
+static void put_u8(bytes *b, unsigned v) {
+  unsigned char c = (unsigned char)v;
+  put(b, &c, 1);
+}
+static void put_u16(bytes *b, unsigned v) {
+  put_u8(b, v & 255);
+  put_u8(b, (v >> 8) & 255);
+}
 static void put_i32(bytes *b, int32_t v) {
   uint32_t u = (uint32_t)v;
   for (int i = 0; i < 4; i++) put_u8(b, (u >> (8 * i)) & 255);
 }
-static void put_f32(bytes *b, float f) { uint32_t u; memcpy(&u, &f, 4); put_i32(b, (int32_t)u); }
-static void put_f64(bytes *b, double f) {
-  uint64_t u; memcpy(&u, &f, 8);
-  put_i32(b, (int32_t)(uint32_t)u); put_i32(b, (int32_t)(uint32_t)(u >> 32));
+static void put_f32(bytes *b, float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  put_i32(b, (int32_t)u);
 }
-static void put_sized_i32(bytes *b, int32_t v) { put_u8(b, 4); put_i32(b, v); }
+static void put_f64(bytes *b, double f) {
+  uint64_t u;
+  memcpy(&u, &f, 8);
+  put_i32(b, (int32_t)(uint32_t)u);
+  put_i32(b, (int32_t)(uint32_t)(u >> 32));
+}
+static void put_sized_i32(bytes *b, int32_t v) {
+  put_u8(b, 4);
+  put_i32(b, v);
+}
 /* "key \0BFM " rows cols data; returns the offset of the "\0B" */
 static size_t put_fm(bytes *b, const char *key, int rows, int cols, const float *data) {
-  put_s(b, key); put_s(b, " ");
+  put_s(b, key);
+  put_s(b, " ");
   size_t off = b->n;
-  put(b, "\0B", 2); put_s(b, "FM ");
-  put_sized_i32(b, rows); put_sized_i32(b, cols);
+  put(b, "\0B", 2);
+  put_s(b, "FM ");
+  put_sized_i32(b, rows);
+  put_sized_i32(b, cols);
   for (int i = 0; i < rows * cols; i++) put_f32(b, data[i]);
   return off;
 }
@@ -92,12 +110,17 @@ START_TEST(test_binary_fm_dm) {
   size_t off1 = put_fm(&b, "utt1", 2, 3, a);
   put_s(&b, "utt2 ");
   size_t off2 = b.n;
-  put(&b, "\0B", 2); put_s(&b, "DM ");
-  put_sized_i32(&b, 1); put_sized_i32(&b, 2);
-  put_f64(&b, -0.25); put_f64(&b, 1e10);
+  put(&b, "\0B", 2);
+  put_s(&b, "DM ");
+  put_sized_i32(&b, 1);
+  put_sized_i32(&b, 2);
+  put_f64(&b, -0.25);
+  put_f64(&b, 1e10);
   put_s(&b, "empty ");
-  put(&b, "\0B", 2); put_s(&b, "FM ");
-  put_sized_i32(&b, 0); put_sized_i32(&b, 0);
+  put(&b, "\0B", 2);
+  put_s(&b, "FM ");
+  put_sized_i32(&b, 0);
+  put_sized_i32(&b, 0);
   write_file(tpath("a.ark"), b.d, b.n);
 
   ngt_err err = {0};
@@ -155,28 +178,51 @@ START_TEST(test_compressed) {
    * 65535) and a byte c decodes to c itself: p0=0, p25=64, p75=192, p100=255. */
   bytes b = {.n = 0};
   put_s(&b, "cm ");
-  put(&b, "\0B", 2); put_s(&b, "CM ");
-  put_f32(&b, 0.0f); put_f32(&b, 65535.0f); put_i32(&b, 4); put_i32(&b, 2);
-  put_u16(&b, 0); put_u16(&b, 64); put_u16(&b, 192); put_u16(&b, 255);      /* col 0 */
-  put_u16(&b, 1000); put_u16(&b, 2000); put_u16(&b, 4000); put_u16(&b, 5000); /* col 1 */
+  put(&b, "\0B", 2);
+  put_s(&b, "CM ");
+  put_f32(&b, 0.0f);
+  put_f32(&b, 65535.0f);
+  put_i32(&b, 4);
+  put_i32(&b, 2);
+  put_u16(&b, 0);
+  put_u16(&b, 64);
+  put_u16(&b, 192);
+  put_u16(&b, 255); /* col 0 */
+  put_u16(&b, 1000);
+  put_u16(&b, 2000);
+  put_u16(&b, 4000);
+  put_u16(&b, 5000); /* col 1 */
   unsigned char col0[4] = {0, 32, 100, 200}, col1[4] = {255, 64, 192, 7};
-  put(&b, col0, 4); put(&b, col1, 4); /* column-major */
+  put(&b, col0, 4);
+  put(&b, col1, 4); /* column-major */
   /* CM2: 2 x 3, min -1, range 2 */
   put_s(&b, "cm2 ");
-  put(&b, "\0B", 2); put_s(&b, "CM2 ");
-  put_f32(&b, -1.0f); put_f32(&b, 2.0f); put_i32(&b, 2); put_i32(&b, 3);
+  put(&b, "\0B", 2);
+  put_s(&b, "CM2 ");
+  put_f32(&b, -1.0f);
+  put_f32(&b, 2.0f);
+  put_i32(&b, 2);
+  put_i32(&b, 3);
   unsigned v2[6] = {0, 65535, 32768, 1, 65534, 12345};
   for (int i = 0; i < 6; i++) put_u16(&b, v2[i]); /* row-major */
   /* CM3: 3 x 2, min 10, range 255 -> x = 10 + v */
   put_s(&b, "cm3 ");
-  put(&b, "\0B", 2); put_s(&b, "CM3 ");
-  put_f32(&b, 10.0f); put_f32(&b, 255.0f); put_i32(&b, 3); put_i32(&b, 2);
+  put(&b, "\0B", 2);
+  put_s(&b, "CM3 ");
+  put_f32(&b, 10.0f);
+  put_f32(&b, 255.0f);
+  put_i32(&b, 3);
+  put_i32(&b, 2);
   unsigned char v3[6] = {0, 255, 1, 2, 128, 77};
   put(&b, v3, 6);
   /* an empty compressed matrix */
   put_s(&b, "cm_empty ");
-  put(&b, "\0B", 2); put_s(&b, "CM ");
-  put_f32(&b, 0.0f); put_f32(&b, 0.0f); put_i32(&b, 0); put_i32(&b, 0);
+  put(&b, "\0B", 2);
+  put_s(&b, "CM ");
+  put_f32(&b, 0.0f);
+  put_f32(&b, 0.0f);
+  put_i32(&b, 0);
+  put_i32(&b, 0);
   write_file(tpath("c.ark"), b.d, b.n);
 
   ngt_err err = {0};
@@ -196,9 +242,9 @@ START_TEST(test_compressed) {
   for (int i = 0; i < 4; i++)
     ck_assert_double_eq_tol(NGT_AT(e.mat, i, 1), ref_cm(p0, p25, p75, p100, col1[i]), 1e-3);
   /* the three pieces of the interpolation, by hand */
-  ck_assert_double_eq_tol(NGT_AT(e.mat, 0, 1), 5000.0, 1e-3);  /* 255 -> p100 */
-  ck_assert_double_eq_tol(NGT_AT(e.mat, 1, 1), 2000.0, 1e-3);  /* 64 -> p25 */
-  ck_assert_double_eq_tol(NGT_AT(e.mat, 2, 1), 4000.0, 1e-3);  /* 192 -> p75 */
+  ck_assert_double_eq_tol(NGT_AT(e.mat, 0, 1), 5000.0, 1e-3); /* 255 -> p100 */
+  ck_assert_double_eq_tol(NGT_AT(e.mat, 1, 1), 2000.0, 1e-3); /* 64 -> p25 */
+  ck_assert_double_eq_tol(NGT_AT(e.mat, 2, 1), 4000.0, 1e-3); /* 192 -> p75 */
   ck_assert_double_eq_tol(NGT_AT(e.mat, 3, 1), 1000.0 + 1000.0 * 7 / 64, 1e-3);
 
   ck_assert_int_eq(ngt_kaldi_reader_next(r, 1, &e, &err), 1);
@@ -226,8 +272,7 @@ START_TEST(test_compressed) {
 
   /* direct decoder: a payload of the wrong size is refused */
   float out[8];
-  ck_assert_int_eq(ngt_kaldi_decompress(NGT_KALDI_CM3, b.d + 0, 10, out, 1, 1, &err),
-                   NGT_EFORMAT);
+  ck_assert_int_eq(ngt_kaldi_decompress(NGT_KALDI_CM3, b.d + 0, 10, out, 1, 1, &err), NGT_EFORMAT);
 }
 END_TEST
 
@@ -287,15 +332,18 @@ START_TEST(test_scp_offsets_ranges) {
   write_file(tpath("s.ark"), b.d, b.n);
   /* a single-object file (no key), read without an offset */
   bytes s1 = {.n = 0};
-  put(&s1, "\0B", 2); put_s(&s1, "FM ");
-  put_sized_i32(&s1, 1); put_sized_i32(&s1, 1); put_f32(&s1, 42.0f);
+  put(&s1, "\0B", 2);
+  put_s(&s1, "FM ");
+  put_sized_i32(&s1, 1);
+  put_sized_i32(&s1, 1);
+  put_f32(&s1, 42.0f);
   write_file(tpath("one.mat"), s1.d, s1.n);
   char scp[4096], ark[512], one[512];
   snprintf(ark, sizeof ark, "%s", tpath("s.ark"));
   snprintf(one, sizeof one, "%s", tpath("one.mat"));
   snprintf(scp, sizeof scp,
-           "C %s:%zu\n\nA %s:%zu\nA_rows %s:%zu[1:2]\nA_cols %s:%zu[1:3,2:2]\nONE %s\n",
-           ark, oc, ark, oa, ark, oa, ark, oa, one);
+           "C %s:%zu\n\nA %s:%zu\nA_rows %s:%zu[1:2]\nA_cols %s:%zu[1:3,2:2]\nONE %s\n", ark, oc,
+           ark, oa, ark, oa, ark, oa, one);
   write_text(tpath("f.scp"), scp);
 
   ngt_err err = {0};
@@ -400,8 +448,12 @@ START_TEST(test_bad_archives) {
   /* a compressed matrix cut short */
   bytes c = {.n = 0};
   put_s(&c, "cmcut ");
-  put(&c, "\0B", 2); put_s(&c, "CM3 ");
-  put_f32(&c, 0.0f); put_f32(&c, 1.0f); put_i32(&c, 10); put_i32(&c, 10);
+  put(&c, "\0B", 2);
+  put_s(&c, "CM3 ");
+  put_f32(&c, 0.0f);
+  put_f32(&c, 1.0f);
+  put_i32(&c, 10);
+  put_i32(&c, 10);
   for (int i = 0; i < 50; i++) put_u8(&c, 1);
   write_file(tpath("cmcut.ark"), c.d, c.n);
   ck_assert_int_eq(read_all(tpath("cmcut.ark"), 0, &n, &err), NGT_EFORMAT);
@@ -410,7 +462,8 @@ START_TEST(test_bad_archives) {
   /* wrong magic: "\0X" instead of "\0B" */
   bytes w = {.n = 0};
   put_s(&w, "u1 ");
-  put(&w, "\0X", 2); put_s(&w, "FM ");
+  put(&w, "\0X", 2);
+  put_s(&w, "FM ");
   write_file(tpath("magic.ark"), w.d, w.n);
   ck_assert_int_eq(read_all(tpath("magic.ark"), 1, &n, &err), NGT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err.msg, "wrong magic"));
@@ -425,8 +478,11 @@ START_TEST(test_bad_archives) {
   /* unknown token: a float vector */
   bytes v = {.n = 0};
   put_s(&v, "vec ");
-  put(&v, "\0B", 2); put_s(&v, "FV ");
-  put_sized_i32(&v, 2); put_f32(&v, 1); put_f32(&v, 2);
+  put(&v, "\0B", 2);
+  put_s(&v, "FV ");
+  put_sized_i32(&v, 2);
+  put_f32(&v, 1);
+  put_f32(&v, 2);
   write_file(tpath("vec.ark"), v.d, v.n);
   ck_assert_int_eq(read_all(tpath("vec.ark"), 1, &n, &err), NGT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err.msg, "unknown matrix token 'FV'"));
@@ -434,17 +490,22 @@ START_TEST(test_bad_archives) {
   /* a wrong size byte (e.g. a big-endian or non-Kaldi writer) */
   bytes z = {.n = 0};
   put_s(&z, "sz ");
-  put(&z, "\0B", 2); put_s(&z, "FM ");
-  put_u8(&z, 8); put_i32(&z, 1);
-  put_sized_i32(&z, 1); put_f32(&z, 1);
+  put(&z, "\0B", 2);
+  put_s(&z, "FM ");
+  put_u8(&z, 8);
+  put_i32(&z, 1);
+  put_sized_i32(&z, 1);
+  put_f32(&z, 1);
   write_file(tpath("sz.ark"), z.d, z.n);
   ck_assert_int_eq(read_all(tpath("sz.ark"), 1, &n, &err), NGT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err.msg, "size byte 4"));
   /* negative sizes */
   bytes g = {.n = 0};
   put_s(&g, "neg ");
-  put(&g, "\0B", 2); put_s(&g, "FM ");
-  put_sized_i32(&g, -3); put_sized_i32(&g, 2);
+  put(&g, "\0B", 2);
+  put_s(&g, "FM ");
+  put_sized_i32(&g, -3);
+  put_sized_i32(&g, 2);
   write_file(tpath("neg.ark"), g.d, g.n);
   ck_assert_int_eq(read_all(tpath("neg.ark"), 1, &n, &err), NGT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err.msg, "bad FM matrix size"));
@@ -586,7 +647,9 @@ START_TEST(test_alignments) {
   put_s(&b, "b1 ");
   put(&b, "\0B", 2);
   put_sized_i32(&b, 3);
-  put_sized_i32(&b, 10); put_sized_i32(&b, 0); put_sized_i32(&b, 2999);
+  put_sized_i32(&b, 10);
+  put_sized_i32(&b, 0);
+  put_sized_i32(&b, 2999);
   put_s(&b, "b2 ");
   put(&b, "\0B", 2);
   put_sized_i32(&b, 1);

@@ -23,9 +23,9 @@
 #include "ngtrain/mat.h"
 #include "ngtrain/rng.h"
 
-extern void dsygv_(const int *itype, const char *jobz, const char *uplo, const int *n,
-                   double *a, const int *lda, double *b, const int *ldb, double *w,
-                   double *work, const int *lwork, int *info);
+extern void dsygv_(const int *itype, const char *jobz, const char *uplo, const int *n, double *a,
+                   const int *lda, double *b, const int *ldb, double *w, double *work,
+                   const int *lwork, int *info);
 extern void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a,
                     const int *lda, double *s, double *u, const int *ldu, double *vt,
                     const int *ldvt, double *work, const int *lwork, int *info);
@@ -36,11 +36,11 @@ extern void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int
  * and unequal class priors π_c ∝ c + 1 over the first Cused of C classes. */
 typedef struct gen {
   int N, D, C, Cused;
-  ngt_mat X;        /* (N, D) */
-  int32_t *labels;  /* (N) */
-  double *A;        /* (D, D) */
-  double *means;    /* (C, D) m_c (without off) */
-  double *prior;    /* (C) π_c */
+  ngt_mat X;       /* (N, D) */
+  int32_t *labels; /* (N) */
+  double *A;       /* (D, D) */
+  double *means;   /* (C, D) m_c (without off) */
+  double *prior;   /* (C) π_c */
 } gen;
 
 static void gen_make(gen *g, uint64_t seed, int N, int D, int C, int Cused, double mscale) {
@@ -65,12 +65,15 @@ static void gen_make(gen *g, uint64_t seed, int N, int D, int C, int Cused, doub
     int c = Cused - 1;
     for (int k = 0; k < Cused; k++) {
       acc += g->prior[k];
-      if (u < acc) { c = k; break; }
+      if (u < acc) {
+        c = k;
+        break;
+      }
     }
     g->labels[n] = c;
     for (int j = 0; j < D; j++) z[j] = ngt_rng_normal(&r);
     for (int i = 0; i < D; i++) {
-      double x = 5.0 + 0.5 * i + g->means[c * D + i];  /* a nonzero global offset */
+      double x = 5.0 + 0.5 * i + g->means[c * D + i]; /* a nonzero global offset */
       for (int j = 0; j < D; j++) x += g->A[i * D + j] * z[j];
       NGT_AT(g->X, n, i) = (float)x;
     }
@@ -122,7 +125,8 @@ static void quad(int D, const double *T, const double *X, double *Q) {
 /* Generalized eigenvalues λ (descending) and vectors (row i = z_i, zᵀ W z = 1) of
  * B z = λ W z, via dsygv. A copy of W is used. */
 static void ref_geneig(int D, const double *B, const double *W, double *lam, double *Z) {
-  double *a = malloc(sizeof(double) * (size_t)(D * D)), *b = malloc(sizeof(double) * (size_t)(D * D));
+  double *a = malloc(sizeof(double) * (size_t)(D * D)),
+         *b = malloc(sizeof(double) * (size_t)(D * D));
   double *w = malloc(sizeof(double) * (size_t)D);
   memcpy(a, B, sizeof(double) * (size_t)(D * D));
   memcpy(b, W, sizeof(double) * (size_t)(D * D));
@@ -146,7 +150,8 @@ static void ref_geneig(int D, const double *B, const double *W, double *lam, dou
 static void ref_svd(int D, const double *M, double *sv, double *U, double *V) {
   /* Column-major view of row-major M is Mᵀ = V Σ Uᵀ: LAPACK's "U" is our V. */
   double *a = malloc(sizeof(double) * (size_t)(D * D));
-  double *lu = malloc(sizeof(double) * (size_t)(D * D)), *lvt = malloc(sizeof(double) * (size_t)(D * D));
+  double *lu = malloc(sizeof(double) * (size_t)(D * D)),
+         *lvt = malloc(sizeof(double) * (size_t)(D * D));
   memcpy(a, M, sizeof(double) * (size_t)(D * D));
   int info = 0, lwork = -1;
   double wq;
@@ -253,8 +258,8 @@ START_TEST(test_lda_algebra_exact) {
       for (int j = 0; j < D; j++) {
         if (i == j) continue;
         ck_assert_msg(fabs(Wt[i * D + j]) < 1e-9 * scale && fabs(Bt[i * D + j]) < 1e-9 * scale,
-                      "w=%g: off-diagonal (%d,%d): within %g between %g", w, i, j,
-                      Wt[i * D + j], Bt[i * D + j]);
+                      "w=%g: off-diagonal (%d,%d): within %g between %g", w, i, j, Wt[i * D + j],
+                      Bt[i * D + j]);
       }
       const double s = lam[i] > 0 ? lam[i] : 0.0;
       const double a = (w + s) / (1 + s);
@@ -267,7 +272,8 @@ START_TEST(test_lda_algebra_exact) {
       /* mean removal: [M, −Mμ] [μ; 1] = 0 */
       double y = T[i * (D + 1) + D];
       for (int k = 0; k < D; k++) y += T[i * (D + 1) + k] * mu[k];
-      ck_assert_msg(fabs(y) < 1e-9 * (1 + max_abs(mu, D)), "w=%g: mean of output %d = %g", w, i, y);
+      ck_assert_msg(fabs(y) < 1e-9 * (1 + max_abs(mu, D)), "w=%g: mean of output %d = %g", w, i,
+                    y);
     }
     ck_assert(fabs(info.max_between - lam[0]) < 1e-9 * scale);
     ck_assert(fabs(info.min_between) < 1e-9 * scale);
@@ -372,13 +378,15 @@ START_TEST(test_lda_population_and_data) {
     ck_assert_msg(fabs(ymean[i]) < 1e-4, "output %d has mean %g", i, ymean[i]);
     /* s_i from the output's own between/within ratio */
     double bi = 0.0;
-    for (int c = 0; c < C; c++) bi += ccount[c] / N * (cmean[c][i] - ymean[i]) * (cmean[c][i] - ymean[i]);
+    for (int c = 0; c < C; c++)
+      bi += ccount[c] / N * (cmean[c][i] - ymean[i]) * (cmean[c][i] - ymean[i]);
     s[i] = bi / Wy[i * D + i];
     const double a = (0.001 + s[i]) / (1 + s[i]);
     ck_assert_msg(fabs(Wy[i * D + i] - a) < 1e-4 * (1 + s[i]),
                   "output %d: within-class variance %.8g, expected %.8g", i, Wy[i * D + i], a);
     for (int j = 0; j < i; j++)
-      ck_assert_msg(fabs(Wy[i * D + j]) < 1e-4, "outputs %d,%d correlated: %g", i, j, Wy[i * D + j]);
+      ck_assert_msg(fabs(Wy[i * D + j]) < 1e-4, "outputs %d,%d correlated: %g", i, j,
+                    Wy[i * D + j]);
   }
   ck_assert(fabs(s[0] - info.max_between) < 1e-3 * (1 + s[0]));
   for (int i = 0; i < C - 1; i++)
@@ -522,7 +530,8 @@ START_TEST(test_lda_sum_of_parts) {
     for (int i = 0; i < C - 1; i++)
       for (int k = 0; k <= D; k++)
         ck_assert_msg(fabs(Ta[i * (D + 1) + k] - Tb[i * (D + 1) + k]) <= 1e-6 * sqrt(mx),
-                      "row %d col %d: %.12g vs %.12g", i, k, Ta[i * (D + 1) + k], Tb[i * (D + 1) + k]);
+                      "row %d col %d: %.12g vs %.12g", i, k, Ta[i * (D + 1) + k],
+                      Tb[i * (D + 1) + k]);
     ngt_lda_stats_deinit(&all);
     ngt_lda_stats_deinit(&p1);
     ngt_lda_stats_deinit(&p2);
@@ -541,13 +550,13 @@ START_TEST(test_lda_singular_within) {
     gen_make(&g, 17, N, D, C, C, 1.0);
     ngt_rng r = ngt_rng_make(170, NGT_RNG_STREAM_TEST);
     for (int n = 0; n < N; n++) {
-      if (mode == 0 || mode == 2) NGT_AT(g.X, n, 2) = 3.7f;                     /* constant */
-      if (mode == 1 || mode == 2) NGT_AT(g.X, n, 5) = NGT_AT(g.X, n, 1);       /* duplicate */
-      if (mode == 3)                                                           /* all equal */
+      if (mode == 0 || mode == 2) NGT_AT(g.X, n, 2) = 3.7f;              /* constant */
+      if (mode == 1 || mode == 2) NGT_AT(g.X, n, 5) = NGT_AT(g.X, n, 1); /* duplicate */
+      if (mode == 3)                                                     /* all equal */
         for (int j = 0; j < D; j++) NGT_AT(g.X, n, j) = 1.25f;
-      if (mode == 4)           /* a sum of two others: dependent up to float rounding */
+      if (mode == 4) /* a sum of two others: dependent up to float rounding */
         NGT_AT(g.X, n, 6) = NGT_AT(g.X, n, 0) + NGT_AT(g.X, n, 3);
-      if (mode == 5)  /* dependent but for 1e-6 noise: potrf succeeds, pivot² ~1e-12 */
+      if (mode == 5) /* dependent but for 1e-6 noise: potrf succeeds, pivot² ~1e-12 */
         NGT_AT(g.X, n, 6) = NGT_AT(g.X, n, 0) + 1e-6f * (float)ngt_rng_normal(&r);
     }
     ngt_lda_stats st;
@@ -568,7 +577,8 @@ START_TEST(test_lda_singular_within) {
         for (int j = 0; j < D; j++)
           ck_assert_msg(fabsf(T[i * (D + 1) + j]) <= (t == 0 ? 5.0f * (1 + 1e-5f) : 1e3f),
                         "mode %d: M[%d][%d] = %g", mode, i, j, T[i * (D + 1) + j]);
-      if (mode != 3) ck_assert_msg(info.max_between > 0.1, "mode %d: s_1 = %g", mode, info.max_between);
+      if (mode != 3)
+        ck_assert_msg(info.max_between > 0.1, "mode %d: s_1 = %g", mode, info.max_between);
       /* the output of every frame is finite, and the first output still separates
        * the classes (its between-class variance is nonzero) */
       double m0[5] = {0}, cnt[5] = {0};
@@ -644,7 +654,8 @@ START_TEST(test_lda_errors) {
       ngt_err err = {0};
       ck_assert_int_eq(ngt_lda_compute(&st, &o, T, &info, &err), NGT_ENUM);
       ck_assert_msg(strstr(err.msg, "NaN") && strstr(err.msg, "100 frames") &&
-                        strstr(err.msg, "dimension 3"), "message: %s", err.msg);
+                        strstr(err.msg, "dimension 3"),
+                    "message: %s", err.msg);
       ngt_err err2 = {0};
       ck_assert_int_eq(ngt_cmvn_compute(&st, T, &err2), NGT_ENUM);
       ck_assert_msg(strstr(err2.msg, "NaN") && strstr(err2.msg, "CMVN"), "message: %s", err2.msg);
@@ -683,8 +694,8 @@ START_TEST(test_cmvn) {
   gen g;
   gen_make(&g, 20, N, D, C, C, 1.0);
   for (int n = 0; n < N; n++) {
-    NGT_AT(g.X, n, 0) *= 30.0f;          /* a large variance */
-    NGT_AT(g.X, n, 4) = 3.7f;            /* a constant dimension */
+    NGT_AT(g.X, n, 0) *= 30.0f; /* a large variance */
+    NGT_AT(g.X, n, 4) = 3.7f;   /* a constant dimension */
   }
   ngt_lda_stats st;
   ngt_lda_stats_init(&st, D, C);

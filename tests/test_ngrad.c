@@ -23,7 +23,9 @@
 /* Small helpers                                                                              */
 
 /* Kaldi's scalar AssertEqual: |a - b| <= tol (|a| + |b|). */
-static int approx_eq(double a, double b, double tol) { return fabs(a - b) <= tol * (fabs(a) + fabs(b)); }
+static int approx_eq(double a, double b, double tol) {
+  return fabs(a - b) <= tol * (fabs(a) + fabs(b));
+}
 
 static int rand_int(ngt_rng *r, int lo, int hi) { /* inclusive */
   return lo + (int)ngt_rng_below(r, (uint32_t)(hi - lo + 1));
@@ -167,8 +169,8 @@ static int spd_inverse(int n, double *A) {
 typedef struct ref_ng {
   int R, D;
   double alpha, epsilon, delta, S;
-  double *Rt;   /* (R, D) orthonormal rows */
-  double *d;    /* (R) */
+  double *Rt; /* (R, D) orthonormal rows */
+  double *d;  /* (R) */
   double rho;
   int t;
   double last_floor; /* f = max(eps, delta max sigma) of the last update */
@@ -232,7 +234,8 @@ static void ref_step(ref_ng *r, const double *X, int N, double *Xhat, double *ga
   for (int a = 0; a < D; a++)
     for (int b = 0; b < D; b++) {
       double s = a == b ? r->rho : 0;
-      for (int i = 0; i < R; i++) s += r->Rt[(size_t)i * D + a] * r->d[i] * r->Rt[(size_t)i * D + b];
+      for (int i = 0; i < R; i++)
+        s += r->Rt[(size_t)i * D + a] * r->d[i] * r->Rt[(size_t)i * D + b];
       F[(size_t)a * D + b] = s;
     }
   { /* F_t is positive definite and d > 0 */
@@ -250,7 +253,10 @@ static void ref_step(ref_ng *r, const double *X, int N, double *Xhat, double *ga
       double s = 0;
       for (int n = 0; n < N; n++) s += X[(size_t)n * D + a] * X[(size_t)n * D + b];
       s /= N;
-      if (a == b) { trS += s; trF += F[(size_t)a * D + a]; }
+      if (a == b) {
+        trS += s;
+        trF += F[(size_t)a * D + a];
+      }
       T[(size_t)a * D + b] = eta * s + (1 - eta) * F[(size_t)a * D + b];
     }
   for (size_t k = 0; k < (size_t)N * D; k++) trXX += X[k] * X[k];
@@ -273,7 +279,10 @@ static void ref_step(ref_ng *r, const double *X, int N, double *Xhat, double *ga
   int floored = 0;
   for (int i = 0; i < R; i++) {
     c[i] = w[R - 1 - i];
-    if (c[i] < cfloor) { c[i] = cfloor; floored = 1; }
+    if (c[i] < cfloor) {
+      c[i] = cfloor;
+      floored = 1;
+    }
   }
   double sum_sig = 0, max_sig = 0, sum_d = 0;
   for (int i = 0; i < R; i++) {
@@ -287,9 +296,15 @@ static void ref_step(ref_ng *r, const double *X, int N, double *Xhat, double *ga
   double *d1 = malloc(sizeof(double) * R);
   for (int i = 0; i < R; i++) d1[i] = sig[i] - rho1;
   double f = r->delta * max_sig > r->epsilon ? r->delta * max_sig : r->epsilon;
-  if (rho1 < f) { rho1 = f; floored = 1; }
+  if (rho1 < f) {
+    rho1 = f;
+    floored = 1;
+  }
   for (int i = 0; i < R; i++)
-    if (d1[i] < f) { d1[i] = f; floored = 1; }
+    if (d1[i] < f) {
+      d1[i] = f;
+      floored = 1;
+    }
   r->last_floor = f;
   /* R_{t+1} = C^{-1/2} U^T Y */
   double *R1 = calloc((size_t)R * D, sizeof(double));
@@ -335,7 +350,15 @@ static void ref_step(ref_ng *r, const double *X, int N, double *Xhat, double *ga
   memcpy(r->Rt, R1, sizeof(double) * (size_t)R * D);
   memcpy(r->d, d1, sizeof(double) * R);
   r->rho = rho1;
-  free(F); free(T); free(Y); free(Z); free(w); free(c); free(sig); free(d1); free(R1);
+  free(F);
+  free(T);
+  free(Y);
+  free(Z);
+  free(w);
+  free(c);
+  free(sig);
+  free(d1);
+  free(R1);
 }
 
 static void ref_precondition(ref_ng *r, const double *X, int N, double *Xhat, double *gamma) {
@@ -381,14 +404,16 @@ START_TEST(test_online_vs_reference) {
     draw_spike(&rng, spike, D, rand_int(&rng, 1, 20)); /* once per trial, as Kaldi */
     for (int mb = 0; mb < 100; mb++) {
       if (zero) memset(X, 0, sizeof(float) * ND);
-      else fill_spiked_s(&rng, X, N, D, spike);
+      else
+        fill_spiked_s(&rng, X, N, D, spike);
       memcpy(X0, X, sizeof(float) * ND);
       for (size_t k = 0; k < ND; k++) Xd[k] = X[k];
       float gf;
       ngt_ngrad_precondition(&p, ngt_mat_view(X, N, D, D), &gf);
       double gr;
       ref_precondition(&ref, Xd, N, Xh, &gr);
-      ck_assert_msg(all_finite(X, ND) && isfinite(gf), "trial %d mb %d: non-finite output", trial, mb);
+      ck_assert_msg(all_finite(X, ND) && isfinite(gf), "trial %d mb %d: non-finite output", trial,
+                    mb);
       double trXX = frob2f(X0, ND), trXh_fast = frob2f(X, ND), trXh_ref = 0, diff = 0;
       for (size_t k = 0; k < ND; k++) {
         trXh_ref += Xh[k] * Xh[k];
@@ -404,8 +429,8 @@ START_TEST(test_online_vs_reference) {
                     "trial %d (R=%d N=%d D=%d) mb %d: ||Xh_ref - Xh_fast|| = %g > 0.01 * %g",
                     trial, R, N, D, mb, sqrt(diff), sqrt(trXh_ref));
       /* 3. gamma */
-      ck_assert_msg(approx_eq(gr, gf, 1e-2), "trial %d mb %d: gamma ref %g fast %g", trial, mb,
-                    gr, (double)gf);
+      ck_assert_msg(approx_eq(gr, gf, 1e-2), "trial %d mb %d: gamma ref %g fast %g", trial, mb, gr,
+                    (double)gf);
       /* 4. positive definiteness, row by row */
       for (int n = 0; n < N; n++) {
         double ip = 0;
@@ -418,19 +443,21 @@ START_TEST(test_online_vs_reference) {
       double dmax = 0;
       for (int i = 0; i < R; i++) dmax = p.d[i] > dmax ? p.d[i] : dmax;
       double fl = o.delta * dmax > o.epsilon ? o.delta * dmax : o.epsilon;
-      ck_assert_msg(p.rho >= o.epsilon && p.rho >= fl * (1 - 1e-4), "rho %g below floor %g",
-                    p.rho, fl);
+      ck_assert_msg(p.rho >= o.epsilon && p.rho >= fl * (1 - 1e-4), "rho %g below floor %g", p.rho,
+                    fl);
       double f = ref.last_floor;
       ck_assert_msg(p.rho >= f * (1 - 5e-2), "rho %g below reference floor %g", p.rho, f);
       for (int i = 0; i < R; i++) {
         ck_assert(p.d[i] >= o.epsilon && p.d[i] >= fl * (1 - 1e-4));
-        ck_assert_msg(p.d[i] >= f * (1 - 5e-2), "trial %d (R=%d N=%d D=%d) mb %d: d[%d] = %g "
-                      "below reference floor %g", trial, R, N, D, mb, i, p.d[i], f);
+        ck_assert_msg(p.d[i] >= f * (1 - 5e-2),
+                      "trial %d (R=%d N=%d D=%d) mb %d: d[%d] = %g "
+                      "below reference floor %g",
+                      trial, R, N, D, mb, i, p.d[i], f);
       }
       /* (d) orthonormality of R_t */
       double oe = orth_error(&p);
-      ck_assert_msg(oe <= 1e-4, "trial %d (R=%d N=%d D=%d) mb %d: R_t R_t^T - I = %g", trial, R,
-                    N, D, mb, oe);
+      ck_assert_msg(oe <= 1e-4, "trial %d (R=%d N=%d D=%d) mb %d: R_t R_t^T - I = %g", trial, R, N,
+                    D, mb, oe);
       if (zero) {
         ck_assert(gf == 1.0f);
         ck_assert(p.rho == o.epsilon);
@@ -440,7 +467,11 @@ START_TEST(test_online_vs_reference) {
     ck_assert_int_eq(p.t, 100);
     ck_assert_int_eq(p.stats.num_updates, 100 + 3);
     total_reorth += p.stats.num_reorth;
-    free(X); free(X0); free(Xd); free(Xh); free(spike);
+    free(X);
+    free(X0);
+    free(Xd);
+    free(Xh);
+    free(spike);
     ref_free(&ref);
     ngt_ngrad_deinit(&p);
   }
@@ -523,14 +554,19 @@ START_TEST(test_single_step_vs_reference) {
     ck_assert_msg(approx_eq(ref.rho, p.rho, 1e-5), "case %d: rho ref %.9g fast %.9g", c, ref.rho,
                   p.rho);
     for (int i = 0; i < R; i++)
-      ck_assert_msg(approx_eq(ref.d[i], p.d[i], 1e-5), "case %d (R=%d N=%d D=%d): d[%d] ref %.9g "
-                    "fast %.9g", c, R, N, D, i, ref.d[i], p.d[i]);
+      ck_assert_msg(approx_eq(ref.d[i], p.d[i], 1e-5),
+                    "case %d (R=%d N=%d D=%d): d[%d] ref %.9g "
+                    "fast %.9g",
+                    c, R, N, D, i, ref.d[i], p.d[i]);
     if (c == 0) {
       ck_assert_msg(p.rho == ref.last_floor || approx_eq(p.rho, ref.last_floor, 1e-6),
                     "rho %g should sit at its floor %g", p.rho, ref.last_floor);
       ck_assert(p.d[R - 1] > 2 * p.rho); /* the smallest d is not at the floor */
     }
-    free(st); free(X); free(Xd); free(Xh);
+    free(st);
+    free(X);
+    free(Xd);
+    free(Xh);
     ref_free(&ref);
     ngt_ngrad_deinit(&p);
   }
@@ -678,7 +714,8 @@ START_TEST(test_zero_input) {
   for (int it = 0; it < 60; it++) {
     int N = it % 3 == 0 ? 1 : 64;
     if (it >= 20 && it < 40) memset(X, 0, sizeof X);
-    else fill_spiked(&rng, X, N, D, 3);
+    else
+      fill_spiked(&rng, X, N, D, 3);
     float g = 0;
     ngt_ngrad_precondition(&p, ngt_mat_view(X, N, D, D), &g);
     ck_assert(isfinite(g) && g > 0);
@@ -749,8 +786,10 @@ START_TEST(test_freeze) {
       num += (ref[k] - X[k]) * (ref[k] - X[k]);
       den += ref[k] * ref[k];
     }
-    ck_assert_msg(num <= 1e-10 * den, "frozen output differs from X - X W^T W: %g", sqrt(num / den));
-    ck_assert(approx_eq(frob2f(X0, (size_t)N * D), (double)g * g * frob2f(X, (size_t)N * D), 1e-5));
+    ck_assert_msg(num <= 1e-10 * den, "frozen output differs from X - X W^T W: %g",
+                  sqrt(num / den));
+    ck_assert(
+        approx_eq(frob2f(X0, (size_t)N * D), (double)g * g * frob2f(X, (size_t)N * D), 1e-5));
   }
   ngt_ngrad_freeze(&p, 0);
   fill_spiked(&rng, X, N, D, 2);
@@ -775,8 +814,9 @@ END_TEST
 
 START_TEST(test_orthonormal_and_floors) {
   ngt_rng rng = ngt_rng_make(21, NGT_RNG_STREAM_TEST);
-  struct { int N, D, R, rank_data; } cases[] = {{128, 201, 20, 0}, {96, 120, 30, 0}, {60, 40, 10, 2},
-                                                {64, 300, 40, 5}};
+  struct {
+    int N, D, R, rank_data;
+  } cases[] = {{128, 201, 20, 0}, {96, 120, 30, 0}, {60, 40, 10, 2}, {64, 300, 40, 5}};
   for (int c = 0; c < 4; c++) {
     int N = cases[c].N, D = cases[c].D, R = cases[c].R, rd = cases[c].rank_data;
     ngt_ngrad_opts o = test_opts(R, 2);
@@ -792,7 +832,8 @@ START_TEST(test_orthonormal_and_floors) {
         for (int n = 0; n < N; n++)
           for (int k = 0; k < D; k++) {
             double s = 0;
-            for (int j = 0; j < rd; j++) s += (double)C[n * rd + j] * B[(size_t)j * D + k] * (j + 1) * 10;
+            for (int j = 0; j < rd; j++)
+              s += (double)C[n * rd + j] * B[(size_t)j * D + k] * (j + 1) * 10;
             X[(size_t)n * D + k] = (float)s;
           }
       } else {
@@ -812,7 +853,9 @@ START_TEST(test_orthonormal_and_floors) {
       }
     }
     if (rd) ck_assert_msg(p.stats.num_floored > 0, "rank-%d data never hit a floor", rd);
-    free(X); free(B); free(C);
+    free(X);
+    free(B);
+    free(C);
     ngt_ngrad_deinit(&p);
   }
 }
@@ -1113,7 +1156,9 @@ START_TEST(test_simple_leave_one_out) {
   int saw_wide = 0, saw_tall = 0;
   for (int trial = 0; trial < 40; trial++) {
     int N = rand_int(&rng, 2, 31), D = rand_int(&rng, 1, 20);
-    if (N >= D) saw_tall = 1; else saw_wide = 1;
+    if (N >= D) saw_tall = 1;
+    else
+      saw_wide = 1;
     size_t ND = (size_t)N * D;
     float *Rm = malloc(sizeof(float) * ND);
     fill_randn(&rng, Rm, ND);
@@ -1154,10 +1199,12 @@ START_TEST(test_simple_leave_one_out) {
         den += e * e;
       }
       /* Kaldi's tolerance is relative 0.1; in double with float I/O we get far closer */
-      ck_assert_msg(sqrt(num) <= 1e-3 * sqrt(den) + 1e-6, "N=%d D=%d row %d: rel err %g", N, D,
-                    n, sqrt(num / den));
+      ck_assert_msg(sqrt(num) <= 1e-3 * sqrt(den) + 1e-6, "N=%d D=%d row %d: rel err %g", N, D, n,
+                    sqrt(num / den));
     }
-    free(Rm); free(P); free(G);
+    free(Rm);
+    free(P);
+    free(G);
   }
   ck_assert(saw_wide && saw_tall);
 }
@@ -1172,7 +1219,7 @@ START_TEST(test_simple_degenerate) {
   float z[12 * 7] = {0};
   ck_assert_int_eq(ngt_ngrad_simple_precondition(ngt_mat_view(z, 12, 7, 7), 4.0, &err), 0);
   for (int k = 0; k < 12 * 7; k++) ck_assert(z[k] == 0.0f); /* zero unchanged */
-  float same[10 * 4]; /* identical rows: rank one */
+  float same[10 * 4];                                       /* identical rows: rank one */
   for (int n = 0; n < 10; n++)
     for (int k = 0; k < 4; k++) same[n * 4 + k] = (float)(k + 1);
   ck_assert_int_eq(ngt_ngrad_simple_precondition(ngt_mat_view(same, 10, 4, 4), 4.0, &err), 0);
@@ -1182,7 +1229,8 @@ START_TEST(test_simple_degenerate) {
   ck_assert_int_eq(ngt_ngrad_simple_precondition(ngt_mat_view(tiny, 3, 6, 6), 0.1, &err), 0);
   ck_assert(all_finite(tiny, 18));
   float bad[6] = {1, 2, 3, 4, 5, 6};
-  ck_assert_int_eq(ngt_ngrad_simple_precondition(ngt_mat_view(bad, 2, 3, 3), 0.0, &err), NGT_EINVAL);
+  ck_assert_int_eq(ngt_ngrad_simple_precondition(ngt_mat_view(bad, 2, 3, 3), 0.0, &err),
+                   NGT_EINVAL);
   ck_assert_msg(strstr(err.msg, "alpha 0") != NULL, "%s", err.msg);
   bad[2] = INFINITY;
   ck_assert_int_eq(ngt_ngrad_simple_precondition(ngt_mat_view(bad, 2, 3, 3), 4.0, &err), NGT_ENUM);

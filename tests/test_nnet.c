@@ -66,7 +66,8 @@ static double ref_loss(const ngt_nnet *net, const double *P, const double *T, in
     for (int n = 0; n < N; n++)
       for (int i = 0; i < D; i++) {
         double s = T[(size_t)i * (size_t)(D + 1) + (size_t)D];
-        for (int j = 0; j < D; j++) s += T[(size_t)i * (size_t)(D + 1) + (size_t)j] * cur[n * D + j];
+        for (int j = 0; j < D; j++)
+          s += T[(size_t)i * (size_t)(D + 1) + (size_t)j] * cur[n * D + j];
         y[n * D + i] = s;
       }
     free(cur);
@@ -151,10 +152,10 @@ static const char *const grad_cfgs[] = {
 typedef struct gfix {
   ngt_nnet *net;
   ngt_nnet_ws *ws;
-  float *X;       /* (N, input_dim) */
+  float *X; /* (N, input_dim) */
   int32_t *labels;
   int N;
-  double *T;      /* double transform or NULL */
+  double *T; /* double transform or NULL */
 } gfix;
 
 static gfix gfix_make(int i, int with_transform, int N) {
@@ -227,7 +228,9 @@ START_TEST(test_forward_matches_reference) {
         for (int k = 0; k < C; k++) s += exp(NGT_AT(out, n, k));
         ck_assert(fabs(s - 1) < 1e-5);
       }
-      free(X); free(P); free(lp);
+      free(X);
+      free(P);
+      free(lp);
       gfix_free(&g);
     }
 }
@@ -261,10 +264,13 @@ START_TEST(test_param_gradient_fd) {
           ck_assert_msg(isfinite(grad[k]), "cfg %d: gradient[%zu] not written", i, k);
           ck_assert_msg(e <= 1e-3 + 1e-3 * fabs(fd),
                         "cfg %d (transform %d, N=%d): param %zu gradient %.6g vs finite "
-                        "difference %.6g", i, t, N, k, (double)grad[k], fd);
+                        "difference %.6g",
+                        i, t, N, k, (double)grad[k], fd);
           if (e > maxerr) maxerr = e;
         }
-        free(grad); free(X); free(P);
+        free(grad);
+        free(X);
+        free(P);
         gfix_free(&g);
       }
     }
@@ -307,8 +313,8 @@ START_TEST(test_component_input_deriv_fd) {
           double fd = (lp - lm) / (2 * h), an = NGT_AT(d, n, j);
           ck_assert_msg(fabs(an - fd) <= 1e-3 + 1e-3 * fabs(fd),
                         "cfg %d: component %d (%s) input derivative [%d][%d] %.6g vs finite "
-                        "difference %.6g", i, c, ngt_comp_type_name(net->comps[c].type), n, j,
-                        an, fd);
+                        "difference %.6g",
+                        i, c, ngt_comp_type_name(net->comps[c].type), n, j, an, fd);
           checked++;
         }
       ck_assert_int_gt(checked, 0);
@@ -343,7 +349,8 @@ START_TEST(test_directional_fd_real_network) {
     double fd = (L[0] - L[1]) / (2 * h);
     ck_assert_msg(fabs(fd - gn) < 0.02 * gn, "cfg %d: directional derivative %g vs |grad| %g", i,
                   fd, gn);
-    free(grad); free(p0);
+    free(grad);
+    free(p0);
     gfix_free(&g);
   }
 }
@@ -385,7 +392,8 @@ START_TEST(test_forward_strided_input) {
   float *Tf = random_transform(net->input_dim, 9);
   ngt_nnet_set_transform(net, NGT_TRANSFORM_CMVN, Tf);
   int N = 5, D = net->input_dim, S = D + 3;
-  float *Xs = malloc(sizeof(float) * (size_t)N * (size_t)S), *Xc = malloc(sizeof(float) * (size_t)N * (size_t)D);
+  float *Xs = malloc(sizeof(float) * (size_t)N * (size_t)S),
+        *Xc = malloc(sizeof(float) * (size_t)N * (size_t)D);
   fill_normal(Xs, (size_t)N * (size_t)S, 4, 1.0);
   for (int n = 0; n < N; n++) memcpy(Xc + n * D, Xs + n * S, sizeof(float) * (size_t)D);
   ngt_nnet_ws *ws = ngt_nnet_ws_new(net, 8);
@@ -396,15 +404,20 @@ START_TEST(test_forward_strided_input) {
     for (int k = 0; k < C; k++) a[n * C + k] = NGT_AT(ws->out[net->num_comps - 1], n, k);
   ngt_nnet_forward(net, ws, ngt_mat_view(Xc, N, D, D));
   for (int n = 0; n < N; n++)
-    for (int k = 0; k < C; k++) ck_assert(a[n * C + k] == NGT_AT(ws->out[net->num_comps - 1], n, k));
+    for (int k = 0; k < C; k++)
+      ck_assert(a[n * C + k] == NGT_AT(ws->out[net->num_comps - 1], n, k));
   /* ws->in holds the transformed input */
   for (int n = 0; n < N; n++)
     for (int i = 0; i < D; i++) {
       double s = Tf[(size_t)i * (size_t)(D + 1) + (size_t)D];
-      for (int j = 0; j < D; j++) s += (double)Tf[(size_t)i * (size_t)(D + 1) + (size_t)j] * Xc[n * D + j];
+      for (int j = 0; j < D; j++)
+        s += (double)Tf[(size_t)i * (size_t)(D + 1) + (size_t)j] * Xc[n * D + j];
       ck_assert(fabs(NGT_AT(ws->in, n, i) - s) < 1e-5 * (1 + fabs(s)));
     }
-  free(a); free(Xs); free(Xc); free(Tf);
+  free(a);
+  free(Xs);
+  free(Xc);
+  free(Tf);
   ngt_nnet_ws_free(ws);
   ngt_nnet_free(net);
 }
@@ -420,7 +433,9 @@ START_TEST(test_huge_logits) {
     ngt_nnet_init_params(net, 1); /* output W = 0, so logits = b */
     int oc = net->num_comps - 2;
     float *b = ngt_nnet_b(net, NULL, oc);
-    b[0] = B; b[1] = -B; b[2] = -B;
+    b[0] = B;
+    b[1] = -B;
+    b[2] = -B;
     int N = 4;
     float X[16];
     fill_normal(X, 16, 8, 1.0);
@@ -461,7 +476,8 @@ START_TEST(test_huge_logits) {
   /* Also huge logits from the weights, where the difference overflows float. */
   ngt_nnet *net = parse_ok("input dim=2\noutput dim=2\n");
   ngt_mat W = ngt_nnet_W(net, NULL, 0);
-  NGT_AT(W, 0, 0) = 3e38f; NGT_AT(W, 1, 0) = -3e38f;
+  NGT_AT(W, 0, 0) = 3e38f;
+  NGT_AT(W, 1, 0) = -3e38f;
   float X[2] = {1, 0};
   int32_t lab[1] = {1};
   ngt_nnet_ws *ws = ngt_nnet_ws_new(net, 1);
@@ -505,7 +521,10 @@ END_TEST
 
 static void stats(const float *x, size_t n, double *mean, double *sd) {
   double s = 0, s2 = 0;
-  for (size_t i = 0; i < n; i++) { s += x[i]; s2 += (double)x[i] * x[i]; }
+  for (size_t i = 0; i < n; i++) {
+    s += x[i];
+    s2 += (double)x[i] * x[i];
+  }
   *mean = s / (double)n;
   *sd = sqrt(s2 / (double)n - *mean * *mean);
 }
@@ -540,7 +559,9 @@ START_TEST(test_init_determinism_and_stats) {
   ck_assert(lo->param_stddev == 0.0f && lo->bias_stddev == 0.0f);
   for (size_t k = lo->w_off; k < lo->b_off + 10; k++) ck_assert(a->params[k] == 0.0f);
   ck_assert(lo->b_off + 10 == a->num_params);
-  ngt_nnet_free(a); ngt_nnet_free(b); ngt_nnet_free(c);
+  ngt_nnet_free(a);
+  ngt_nnet_free(b);
+  ngt_nnet_free(c);
 }
 END_TEST
 
@@ -565,9 +586,9 @@ START_TEST(test_config_structure_and_defaults) {
   ck_assert_int_eq(net->input_dim, 440);
   ck_assert_int_eq(net->num_classes, 3);
   ck_assert_int_eq(net->num_layers, 5);
-  const int types[] = {NGT_COMP_AFFINE, NGT_COMP_RELU, NGT_COMP_NORMALIZE, NGT_COMP_AFFINE,
-                       NGT_COMP_PNORM, NGT_COMP_NORMALIZE, NGT_COMP_AFFINE, NGT_COMP_RELU,
-                       NGT_COMP_AFFINE, NGT_COMP_AFFINE, NGT_COMP_LOGSOFTMAX};
+  const int types[] = {NGT_COMP_AFFINE, NGT_COMP_RELU,      NGT_COMP_NORMALIZE, NGT_COMP_AFFINE,
+                       NGT_COMP_PNORM,  NGT_COMP_NORMALIZE, NGT_COMP_AFFINE,    NGT_COMP_RELU,
+                       NGT_COMP_AFFINE, NGT_COMP_AFFINE,    NGT_COMP_LOGSOFTMAX};
   const int ins[] = {440, 64, 64, 64, 60, 6, 6, 7, 7, 5, 3};
   const int outs[] = {64, 64, 64, 60, 6, 6, 7, 7, 5, 3, 3};
   const int layers[] = {0, 0, 0, 1, 1, 1, 2, 2, 3, 4, 4};
@@ -630,42 +651,66 @@ typedef struct bad_cfg {
 
 static const bad_cfg bad_cfgs[] = {
     {"lyer type=relu dim=5\n", {"t.cfg:1: ", "unknown keyword 'lyer'", "input"}},
-    {"input dim=10\nlayer type=rleu dim=5\noutput dim=3", {"t.cfg:2: ", "unknown layer type 'rleu'", "relu-renorm, pnorm"}},
+    {"input dim=10\nlayer type=rleu dim=5\noutput dim=3",
+     {"t.cfg:2: ", "unknown layer type 'rleu'", "relu-renorm, pnorm"}},
     {"input dim=abc\noutput dim=3", {"t.cfg:1: ", "dim=abc", "integer"}},
     {"input dim=10\nlayer type=relu dim=12x\noutput dim=3", {"t.cfg:2: ", "dim=12x", NULL}},
     {"input dim=10\nlayer type=relu dim=0\noutput dim=3", {"t.cfg:2: ", "dim=0", "positive"}},
     {"input dim=10\nlayer type=relu dim=-4\noutput dim=3", {"t.cfg:2: ", "dim=-4", NULL}},
     {"input dim=10\noutput dim=0", {"t.cfg:2: ", "dim=0", NULL}},
-    {"input dim=10\nlayer type=relu dim=99999999\noutput dim=3", {"t.cfg:2: ", "dim=99999999", "too large"}},
+    {"input dim=10\nlayer type=relu dim=99999999\noutput dim=3",
+     {"t.cfg:2: ", "dim=99999999", "too large"}},
     {"input context=-1..1\noutput dim=3", {"t.cfg:1: ", "missing dim", "input"}},
     {"input dim=10\nlayer type=relu\noutput dim=3", {"t.cfg:2: ", "missing dim", NULL}},
     {"input dim=10\nlayer dim=5\noutput dim=3", {"t.cfg:2: ", "missing type", "relu-renorm"}},
     {"input dim=10\noutput param-stddev=1", {"t.cfg:2: ", "missing dim", NULL}},
-    {"input dim=10\nlayer type=pnorm dim=100\noutput dim=3", {"t.cfg:2: ", "missing group", "pnorm"}},
-    {"input dim=10\nlayer type=pnorm dim=100 group=3\noutput dim=3", {"t.cfg:2: ", "dim=100", "group=3"}},
-    {"input dim=10\nlayer type=pnorm dim=100 group=0\noutput dim=3", {"t.cfg:2: ", "group=0", NULL}},
-    {"input dim=10\nlayer type=relu dim=100 group=10\noutput dim=3", {"t.cfg:2: ", "group=10", "pnorm"}},
-    {"input dim=10\nlayer type=relu dim=5 dim=6\noutput dim=3", {"t.cfg:2: ", "duplicate key 'dim'", NULL}},
+    {"input dim=10\nlayer type=pnorm dim=100\noutput dim=3",
+     {"t.cfg:2: ", "missing group", "pnorm"}},
+    {"input dim=10\nlayer type=pnorm dim=100 group=3\noutput dim=3",
+     {"t.cfg:2: ", "dim=100", "group=3"}},
+    {"input dim=10\nlayer type=pnorm dim=100 group=0\noutput dim=3",
+     {"t.cfg:2: ", "group=0", NULL}},
+    {"input dim=10\nlayer type=relu dim=100 group=10\noutput dim=3",
+     {"t.cfg:2: ", "group=10", "pnorm"}},
+    {"input dim=10\nlayer type=relu dim=5 dim=6\noutput dim=3",
+     {"t.cfg:2: ", "duplicate key 'dim'", NULL}},
     {"input dim=10 dim=11\noutput dim=3", {"t.cfg:1: ", "duplicate key 'dim'", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 rank-in=11\noutput dim=3", {"t.cfg:2: ", "rank-in=11", "11"}},
-    {"input dim=10\nlayer type=relu dim=20 rank-in=0\noutput dim=3", {"t.cfg:2: ", "rank-in=0", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 rank-out=20\noutput dim=3", {"t.cfg:2: ", "rank-out=20", "20"}},
-    {"input dim=10\nlayer type=pnorm dim=20 group=4 rank-out=25\noutput dim=3", {"t.cfg:2: ", "rank-out=25", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 rank-in=11\noutput dim=3",
+     {"t.cfg:2: ", "rank-in=11", "11"}},
+    {"input dim=10\nlayer type=relu dim=20 rank-in=0\noutput dim=3",
+     {"t.cfg:2: ", "rank-in=0", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 rank-out=20\noutput dim=3",
+     {"t.cfg:2: ", "rank-out=20", "20"}},
+    {"input dim=10\nlayer type=pnorm dim=20 group=4 rank-out=25\noutput dim=3",
+     {"t.cfg:2: ", "rank-out=25", NULL}},
     {"input dim=10\noutput dim=3 rank-out=3", {"t.cfg:2: ", "rank-out=3", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 alpha=-1\noutput dim=3", {"t.cfg:2: ", "alpha=-1", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 update-period=0\noutput dim=3", {"t.cfg:2: ", "update-period=0", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 update-period=2.5\noutput dim=3", {"t.cfg:2: ", "update-period=2.5", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 num-samples-history=0\noutput dim=3", {"t.cfg:2: ", "num-samples-history=0", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 num-samples-history=-5\noutput dim=3", {"t.cfg:2: ", "num-samples-history=-5", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 max-change=-0.5\noutput dim=3", {"t.cfg:2: ", "max-change=-0.5", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 learning-rate-factor=-1\noutput dim=3", {"t.cfg:2: ", "learning-rate-factor=-1", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 param-stddev=abc\noutput dim=3", {"t.cfg:2: ", "param-stddev=abc", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 bias-stddev=nan\noutput dim=3", {"t.cfg:2: ", "bias-stddev=nan", NULL}},
-    {"input dim=10\nlayer type=relu dim=20 use-natural-gradient=yes\noutput dim=3", {"t.cfg:2: ", "use-natural-gradient=yes", "true or false"}},
-    {"input dim=10\nlayer type=relu dim=20 foo=1\noutput dim=3", {"t.cfg:2: ", "unknown key 'foo'", "known:"}},
+    {"input dim=10\nlayer type=relu dim=20 alpha=-1\noutput dim=3",
+     {"t.cfg:2: ", "alpha=-1", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 update-period=0\noutput dim=3",
+     {"t.cfg:2: ", "update-period=0", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 update-period=2.5\noutput dim=3",
+     {"t.cfg:2: ", "update-period=2.5", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 num-samples-history=0\noutput dim=3",
+     {"t.cfg:2: ", "num-samples-history=0", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 num-samples-history=-5\noutput dim=3",
+     {"t.cfg:2: ", "num-samples-history=-5", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 max-change=-0.5\noutput dim=3",
+     {"t.cfg:2: ", "max-change=-0.5", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 learning-rate-factor=-1\noutput dim=3",
+     {"t.cfg:2: ", "learning-rate-factor=-1", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 param-stddev=abc\noutput dim=3",
+     {"t.cfg:2: ", "param-stddev=abc", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 bias-stddev=nan\noutput dim=3",
+     {"t.cfg:2: ", "bias-stddev=nan", NULL}},
+    {"input dim=10\nlayer type=relu dim=20 use-natural-gradient=yes\noutput dim=3",
+     {"t.cfg:2: ", "use-natural-gradient=yes", "true or false"}},
+    {"input dim=10\nlayer type=relu dim=20 foo=1\noutput dim=3",
+     {"t.cfg:2: ", "unknown key 'foo'", "known:"}},
     {"input dim=10 type=relu\noutput dim=3", {"t.cfg:1: ", "unknown key 'type'", "dim, context"}},
-    {"input dim=10\nlayer type=relu dim\noutput dim=3", {"t.cfg:2: ", "expected key=value", "'dim'"}},
-    {"input dim=10\nlayer type=relu dim=\noutput dim=3", {"t.cfg:2: ", "expected key=value", NULL}},
+    {"input dim=10\nlayer type=relu dim\noutput dim=3",
+     {"t.cfg:2: ", "expected key=value", "'dim'"}},
+    {"input dim=10\nlayer type=relu dim=\noutput dim=3",
+     {"t.cfg:2: ", "expected key=value", NULL}},
     {"input dim=10\noutput dim=3 type=relu", {"t.cfg:2: ", "'type'", "output"}},
     {"input dim=10\ninput dim=11\noutput dim=3", {"t.cfg:2: ", "duplicate input", "line 1"}},
     {"input dim=10\noutput dim=3\noutput dim=4", {"t.cfg:3: ", "duplicate output", NULL}},
@@ -679,7 +724,8 @@ static const bad_cfg bad_cfgs[] = {
     {"input dim=10 context=-3..-1\noutput dim=3", {"t.cfg:1: ", "-3..-1", NULL}},
     {"input dim=10 context=2..3\noutput dim=3", {"t.cfg:1: ", "2..3", NULL}},
     {"input dim=10 context=-a..3\noutput dim=3", {"t.cfg:1: ", "-a..3", NULL}},
-    {"# header\n\ninput dim=10\n   # indented comment\nlayer type=bogus dim=3\noutput dim=3", {"t.cfg:5: ", "'bogus'", NULL}},
+    {"# header\n\ninput dim=10\n   # indented comment\nlayer type=bogus dim=3\noutput dim=3",
+     {"t.cfg:5: ", "'bogus'", NULL}},
 };
 
 START_TEST(test_config_errors) {
@@ -692,8 +738,10 @@ START_TEST(test_config_errors) {
                   bad_cfgs[i].text, rc);
     ck_assert_int_eq(err.code, NGT_EINVAL);
     ck_assert_ptr_null(net);
-    ck_assert_msg(strncmp(err.msg, "t.cfg:", 6) == 0, "case %d: message must start with the "
-                  "source: %s", i, err.msg);
+    ck_assert_msg(strncmp(err.msg, "t.cfg:", 6) == 0,
+                  "case %d: message must start with the "
+                  "source: %s",
+                  i, err.msg);
     for (int k = 0; k < 3 && bad_cfgs[i].want[k]; k++)
       ck_assert_msg(strstr(err.msg, bad_cfgs[i].want[k]) != NULL,
                     "case %d: message '%s' should contain '%s'", i, err.msg, bad_cfgs[i].want[k]);
@@ -723,7 +771,8 @@ START_TEST(test_config_files) {
   ck_assert_msg(ngt_nnet_from_config_file(path, &net, &err) == 0, "%s", err.msg);
   ck_assert(net->feat_dim == 40 && net->input_dim == 440 && net->num_classes == 2000);
   ck_assert_int_eq(net->num_comps, 14);
-  ck_assert_uint_eq(net->num_params, 440u * 1024 + 1024 + 3u * (1024 * 1024 + 1024) + 1024u * 2000 + 2000);
+  ck_assert_uint_eq(net->num_params,
+                    440u * 1024 + 1024 + 3u * (1024 * 1024 + 1024) + 1024u * 2000 + 2000);
   ngt_nnet_free(net);
   /* a missing file names the path */
   snprintf(path, sizeof path, "%s/data/no-such.cfg", srcdir);
@@ -743,14 +792,21 @@ START_TEST(test_same_structure) {
   ck_assert_int_eq(ngt_nnet_same_structure(a, b, why, sizeof why), 1);
   ck_assert_str_eq(why, "");
   ck_assert_int_eq(ngt_nnet_same_structure(a, b, NULL, 0), 1);
-  struct { const char *cfg; const char *want; } diffs[] = {
+  struct {
+    const char *cfg;
+    const char *want;
+  } diffs[] = {
       {"input dim=6 context=-1..1\nlayer type=pnorm dim=12 group=3\noutput dim=4\n", "feat_dim"},
       {"input dim=5 context=-2..1\nlayer type=pnorm dim=12 group=3\noutput dim=4\n", "context"},
       {"input dim=5 context=-1..1\nlayer type=pnorm dim=12 group=3\noutput dim=5\n", "classes"},
-      {"input dim=5 context=-1..1\nlayer type=relu dim=12\noutput dim=4\n", "number of components"},
-      {"input dim=5 context=-1..1\nlayer type=relu-renorm dim=12\noutput dim=4\n", "component 1: type pnorm vs relu"},
-      {"input dim=5 context=-1..1\nlayer type=pnorm dim=12 group=4\noutput dim=4\n", "component 1 (pnorm): out_dim 4 vs 3"},
-      {"input dim=5 context=-1..1\nlayer type=pnorm dim=15 group=5\noutput dim=4\n", "component 0 (affine): out_dim 12 vs 15"},
+      {"input dim=5 context=-1..1\nlayer type=relu dim=12\noutput dim=4\n",
+       "number of components"},
+      {"input dim=5 context=-1..1\nlayer type=relu-renorm dim=12\noutput dim=4\n",
+       "component 1: type pnorm vs relu"},
+      {"input dim=5 context=-1..1\nlayer type=pnorm dim=12 group=4\noutput dim=4\n",
+       "component 1 (pnorm): out_dim 4 vs 3"},
+      {"input dim=5 context=-1..1\nlayer type=pnorm dim=15 group=5\noutput dim=4\n",
+       "component 0 (affine): out_dim 12 vs 15"},
   };
   for (size_t i = 0; i < sizeof diffs / sizeof diffs[0]; i++) {
     ngt_nnet *c = parse_ok(diffs[i].cfg);
@@ -777,7 +833,8 @@ START_TEST(test_same_structure) {
 END_TEST
 
 START_TEST(test_copy_views_ws) {
-  ngt_nnet *a = parse_ok("input dim=3 context=-1..1\nlayer type=relu-renorm dim=6\noutput dim=4\n");
+  ngt_nnet *a = parse_ok(
+      "input dim=3 context=-1..1\nlayer type=relu-renorm dim=6\noutput dim=4\n");
   ngt_nnet_init_params(a, 5);
   float *T = random_transform(a->input_dim, 2);
   ngt_nnet_set_transform(a, NGT_TRANSFORM_CMVN, T);

@@ -232,7 +232,8 @@ START_TEST(test_blobs) {
   ngt_err err = {0};
   void *data = NULL;
   size_t n = 99;
-  ck_assert_msg(ngt_nnet_load_blob(p, "lr_state", NGT_BLOB_F32, &data, &n, &err) == 0, "%s", err.msg);
+  ck_assert_msg(ngt_nnet_load_blob(p, "lr_state", NGT_BLOB_F32, &data, &n, &err) == 0, "%s",
+                err.msg);
   ck_assert_uint_eq(n, 5);
   ck_assert(memcmp(data, f32, sizeof f32) == 0); /* bit-identical, NaN included */
   free(data);
@@ -294,15 +295,19 @@ START_TEST(test_byte_identical) {
   unsigned char *x = read_all(p, &n1), *y = read_all(q, &n2);
   ck_assert_uint_eq(n1, n2);
   ck_assert_msg(memcmp(x, y, n1) == 0, "two saves of the same model differ byte-wise");
-  free(x); free(y);
+  free(x);
+  free(y);
   /* and a different model gives a different file */
   ngt_nnet *c = make_model(6);
   save_ok(c, q, blobs, 1);
   x = read_all(p, &n1);
   y = read_all(q, &n2);
   ck_assert(n1 != n2 || memcmp(x, y, n1) != 0);
-  free(x); free(y);
-  ngt_nnet_free(a); ngt_nnet_free(b); ngt_nnet_free(c);
+  free(x);
+  free(y);
+  ngt_nnet_free(a);
+  ngt_nnet_free(b);
+  ngt_nnet_free(c);
 }
 END_TEST
 
@@ -408,7 +413,8 @@ static void replace_attr_str(hid_t obj, const char *name, const char *s) {
   H5Tclose(t);
 }
 
-static void replace_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims, hid_t type) {
+static void replace_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims,
+                            hid_t type) {
   ck_assert(H5Ldelete(loc, name, H5P_DEFAULT) >= 0);
   hid_t sp = H5Screate_simple(rank, dims, NULL);
   hid_t ds = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -517,11 +523,13 @@ START_TEST(test_tampered_models) {
   ngt_nnet_set_priors(a, pri);
   save_ok(a, p, NULL, 0);
   expect_load_error(p, NGT_EFORMAT, "/priors sum to 1.1", NULL);
-  pri[0] = -0.1f; pri[1] = 0.5f;
+  pri[0] = -0.1f;
+  pri[1] = 0.5f;
   ngt_nnet_set_priors(a, pri);
   save_ok(a, p, NULL, 0);
   expect_load_error(p, NGT_EFORMAT, "/priors[0]", "negative");
-  pri[0] = 0.4f; pri[1] = 0.1f; /* sums to 1 again */
+  pri[0] = 0.4f;
+  pri[1] = 0.1f; /* sums to 1 again */
   ngt_nnet_set_priors(a, pri);
 
   /* NaN and Inf in parameters, in W and b, and in the transform */
@@ -569,7 +577,8 @@ START_TEST(test_tampered_models) {
   replace_attr_int(g, "type", NGT_COMP_PNORM);
   H5Gclose(g);
   close_resealed(f);
-  expect_load_error(p, NGT_EFORMAT, "/components/001", "'type' is 3 (pnorm) but the stored config says 2 (relu)");
+  expect_load_error(p, NGT_EFORMAT, "/components/001",
+                    "'type' is 3 (pnorm) but the stored config says 2 (relu)");
 
   /* an extra component group */
   save_ok(a, p, NULL, 0);
@@ -719,7 +728,7 @@ START_TEST(test_checksums) {
     ck_assert(ngt_h5_attr_write_i64(dst, ints[i], v, old, &err) == 0);
   }
   H5Fclose(src);
-  const char *strip[] = {"/components", "/components/000", "/components/003",
+  const char *strip[] = {"/components",       "/components/000",  "/components/003",
                          "/components/003/W", "/input_transform", "/train_state/ngstate"};
   for (int i = 0; i < 6; i++) H5Adelete_by_name(dst, strip[i], NGT_H5_CHECKSUM_ATTR, H5P_DEFAULT);
   H5Fclose(dst);
@@ -744,10 +753,12 @@ static int load_compare(const char *path, const ngt_nnet *a, const ngt_blob *blo
   if (ngt_nnet_load(path, &m, err) != 0) return 1;
   int same = m->num_params == a->num_params &&
              memcmp(m->params, a->params, a->num_params * sizeof(float)) == 0 &&
-             strcmp(m->config_text, a->config_text) == 0 && m->transform_type == a->transform_type &&
+             strcmp(m->config_text, a->config_text) == 0 &&
+             m->transform_type == a->transform_type &&
              memcmp(m->transform, a->transform,
                     sizeof(float) * (size_t)a->input_dim * (size_t)(a->input_dim + 1)) == 0 &&
-             m->priors && memcmp(m->priors, a->priors, sizeof(float) * (size_t)a->num_classes) == 0;
+             m->priors &&
+             memcmp(m->priors, a->priors, sizeof(float) * (size_t)a->num_classes) == 0;
   ngt_nnet_free(m);
   ck_assert_msg(same, "byte flip at offset %zu: the model loaded but differs from the saved one",
                 off);
@@ -760,7 +771,8 @@ static int load_compare(const char *path, const ngt_nnet *a, const ngt_blob *blo
                     blobs[i].name, err->msg);
     }
     ck_assert_msg(n == blobs[i].n && memcmp(d, blobs[i].data, n * es[blobs[i].type]) == 0,
-                  "byte flip at offset %zu: /train_state/%s loaded but differs", off, blobs[i].name);
+                  "byte flip at offset %zu: /train_state/%s loaded but differs", off,
+                  blobs[i].name);
     free(d);
   }
   return 0;
@@ -803,8 +815,7 @@ static flip_counts flip_all(const char *src, const ngt_nnet *a, const ngt_blob *
     }
     ck_assert_msg(strstr(err.msg, p) != NULL, "flip at %zu: message must name the file: %s", off,
                   err.msg);
-    if (strstr(err.msg, "fails its checksum") || strstr(err.msg, "has no checksum"))
-      c.ngt_sum++;
+    if (strstr(err.msg, "fails its checksum") || strstr(err.msg, "has no checksum")) c.ngt_sum++;
     else if (strstr(err.msg, "checksum"))
       c.h5_sum++;
     else

@@ -42,7 +42,8 @@ static void write_npy(const char *path, int major, const char *dict, const void 
   ck_assert_ptr_nonnull(f);
   unsigned char p[12] = {0x93, 'N', 'U', 'M', 'P', 'Y', (unsigned char)major, 0};
   if (major == 1) {
-    p[8] = (unsigned char)(hlen & 255); p[9] = (unsigned char)(hlen >> 8);
+    p[8] = (unsigned char)(hlen & 255);
+    p[9] = (unsigned char)(hlen >> 8);
   } else {
     for (int i = 0; i < 4; i++) p[8 + i] = (unsigned char)(hlen >> (8 * i));
   }
@@ -62,10 +63,14 @@ static int open_err(const char *path, ngt_err *err) {
 START_TEST(test_every_dtype) {
   ngt_err err = {0};
   /* values -3..4 in every dtype that can hold them (unsigned: 0..7) */
-  struct { const char *descr; int size; int is_signed; int is_float; } dt[] = {
-    {"<f4", 4, 1, 1}, {"<f8", 8, 1, 1}, {"|i1", 1, 1, 0}, {"<i2", 2, 1, 0}, {"<i4", 4, 1, 0},
-    {"<i8", 8, 1, 0}, {"|u1", 1, 0, 0}, {"<u2", 2, 0, 0}, {"<u4", 4, 0, 0}, {"<u8", 8, 0, 0},
-    {"|b1", 1, 0, 0}, {"=f4", 4, 1, 1}};
+  struct {
+    const char *descr;
+    int size;
+    int is_signed;
+    int is_float;
+  } dt[] = {{"<f4", 4, 1, 1}, {"<f8", 8, 1, 1}, {"|i1", 1, 1, 0}, {"<i2", 2, 1, 0},
+            {"<i4", 4, 1, 0}, {"<i8", 8, 1, 0}, {"|u1", 1, 0, 0}, {"<u2", 2, 0, 0},
+            {"<u4", 4, 0, 0}, {"<u8", 8, 0, 0}, {"|b1", 1, 0, 0}, {"=f4", 4, 1, 1}};
   for (size_t d = 0; d < sizeof dt / sizeof dt[0]; d++) {
     unsigned char buf[64];
     double vals[8];
@@ -75,8 +80,11 @@ START_TEST(test_every_dtype) {
       if (dt[d].is_float) v += 0.5;
       vals[i] = v;
       unsigned char *p = buf + i * dt[d].size;
-      if (dt[d].is_float && dt[d].size == 4) { float f = (float)v; memcpy(p, &f, 4); }
-      else if (dt[d].is_float) memcpy(p, &v, 8);
+      if (dt[d].is_float && dt[d].size == 4) {
+        float f = (float)v;
+        memcpy(p, &f, 4);
+      } else if (dt[d].is_float)
+        memcpy(p, &v, 8);
       else {
         int64_t iv = (int64_t)v;
         for (int k = 0; k < dt[d].size; k++) p[k] = (unsigned char)((uint64_t)iv >> (8 * k));
@@ -141,7 +149,8 @@ START_TEST(test_shapes_and_streaming) {
   ngt_npy_close(a);
 
   double s = 2.5;
-  write_npy(tpath("s.npy"), 1, "{\"shape\": (), \"fortran_order\": False, \"descr\": \"<f8\"}", &s, 8);
+  write_npy(tpath("s.npy"), 1, "{\"shape\": (), \"fortran_order\": False, \"descr\": \"<f8\"}", &s,
+            8);
   ck_assert_int_eq(ngt_npy_open(tpath("s.npy"), &a, &err), 0);
   ck_assert_int_eq(a->ndim, 0);
   ck_assert_int_eq(a->numel, 1);
@@ -150,7 +159,8 @@ START_TEST(test_shapes_and_streaming) {
   ck_assert_float_eq(f, 2.5f);
   ngt_npy_close(a);
 
-  write_npy(tpath("z.npy"), 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 40), }", NULL, 0);
+  write_npy(tpath("z.npy"), 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 40), }",
+            NULL, 0);
   ck_assert_int_eq(ngt_npy_open(tpath("z.npy"), &a, &err), 0);
   ck_assert_int_eq(a->numel, 0);
   ck_assert_int_eq(a->shape[1], 40);
@@ -160,8 +170,9 @@ START_TEST(test_shapes_and_streaming) {
   const int n = 150001;
   double *big = malloc(sizeof(double) * n);
   for (int i = 0; i < n; i++) big[i] = i * 0.5;
-  write_npy(tpath("big.npy"), 2, "{'descr': '<f8', 'fortran_order': False, 'shape': (150001, 1, 1), }",
-            big, sizeof(double) * n);
+  write_npy(tpath("big.npy"), 2,
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (150001, 1, 1), }", big,
+            sizeof(double) * n);
   free(big);
   ck_assert_int_eq(ngt_npy_open(tpath("big.npy"), &a, &err), 0);
   ck_assert_int_eq(a->ndim, 3);
@@ -202,7 +213,8 @@ START_TEST(test_integer_ranges) {
   ck_assert_ptr_nonnull(strstr(err.msg, "does not fit int64"));
   uint32_t u4[1] = {4000000000u};
   ngt_npy_close(a);
-  write_npy(tpath("u4.npy"), 1, "{'descr': '<u4', 'fortran_order': False, 'shape': (1,), }", u4, 4);
+  write_npy(tpath("u4.npy"), 1, "{'descr': '<u4', 'fortran_order': False, 'shape': (1,), }", u4,
+            4);
   ck_assert_int_eq(ngt_npy_open(tpath("u4.npy"), &a, &err), 0);
   ck_assert_int_eq(ngt_npy_read_i32(a, 0, 1, o, &err), NGT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err.msg, "4000000000"));
@@ -213,7 +225,8 @@ END_TEST
 START_TEST(test_refused) {
   ngt_err err = {0};
   float d[4] = {1, 2, 3, 4};
-  write_npy(tpath("f.npy"), 1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", d, 16);
+  write_npy(tpath("f.npy"), 1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", d,
+            16);
   ck_assert_int_eq(open_err(tpath("f.npy"), &err), NGT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err.msg, "Fortran"));
   ck_assert_ptr_nonnull(strstr(err.msg, "ascontiguousarray"));
@@ -231,18 +244,19 @@ START_TEST(test_refused) {
   write_npy(tpath("be.npy"), 1, "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", d, 8);
   ck_assert_int_eq(open_err(tpath("be.npy"), &err), NGT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err.msg, "big-endian"));
-  write_npy(tpath("st.npy"), 1, "{'descr': [('a', '<f4'), ('b', '<i4')], 'fortran_order': False, "
-            "'shape': (2,), }", d, 16);
+  write_npy(tpath("st.npy"), 1,
+            "{'descr': [('a', '<f4'), ('b', '<i4')], 'fortran_order': False, "
+            "'shape': (2,), }",
+            d, 16);
   ck_assert_int_eq(open_err(tpath("st.npy"), &err), NGT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(err.msg, "structured"));
 
-  const char *malformed[] = {
-    "{'descr': '<f4', 'fortran_order': False}",               /* no shape */
-    "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (2,)}",
-    "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x)}",
-    "not a dict at all",
-    "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}",
-    "{'descr' '<f4', 'fortran_order': False, 'shape': (2,)}"};
+  const char *malformed[] = {"{'descr': '<f4', 'fortran_order': False}", /* no shape */
+                             "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (2,)}",
+                             "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x)}",
+                             "not a dict at all",
+                             "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}",
+                             "{'descr' '<f4', 'fortran_order': False, 'shape': (2,)}"};
   for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
     write_npy(tpath("m.npy"), 1, malformed[i], d, 16);
     ck_assert_int_eq(open_err(tpath("m.npy"), &err), NGT_EFORMAT);

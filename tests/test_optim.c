@@ -11,11 +11,10 @@
 #include "ngtrain/optim.h"
 #include "ngtrain/rng.h"
 
-static const char *cfg =
-    "input dim=6 context=-1..1\n"
-    "layer type=relu-renorm dim=24\n"
-    "layer type=pnorm dim=20 group=2\n"
-    "output dim=7\n";
+static const char *cfg = "input dim=6 context=-1..1\n"
+                         "layer type=relu-renorm dim=24\n"
+                         "layer type=pnorm dim=20 group=2\n"
+                         "output dim=7\n";
 
 static ngt_nnet *make_net(const char *text, float output_stddev) {
   ngt_nnet *net = NULL;
@@ -50,7 +49,8 @@ static double loss(ngt_nnet *net, ngt_nnet_ws *ws, ngt_mat X, const int32_t *y) 
 START_TEST(plain_sgd_is_gradient_step) {
   ngt_nnet *net = make_net(cfg, 0.3f);
   for (int c = 0; c < net->num_comps; c++) net->comps[c].max_change = 0;
-  ngt_mat X; int32_t *y;
+  ngt_mat X;
+  int32_t *y;
   make_batch(net, 32, 1, &X, &y);
   ngt_nnet_ws *ws = ngt_nnet_ws_new(net, 32);
   ngt_nnet_forward(net, ws, X);
@@ -70,7 +70,12 @@ START_TEST(plain_sgd_is_gradient_step) {
   for (size_t i = 0; i < net->num_params; i++)
     ck_assert_float_eq_tol(net->params[i], p0[i] - lr * g[i], 1e-5f * (1.0f + fabsf(g[i])));
   ngt_optim_free(opt);
-  free(g); free(p0); free(y); ngt_mat_free(&X); ngt_nnet_ws_free(ws); ngt_nnet_free(net);
+  free(g);
+  free(p0);
+  free(y);
+  ngt_mat_free(&X);
+  ngt_nnet_ws_free(ws);
+  ngt_nnet_free(net);
 }
 END_TEST
 
@@ -79,7 +84,8 @@ START_TEST(max_change_bounds_the_step) {
   for (int ng = 0; ng <= 1; ng++) {
     ngt_nnet *net = make_net(cfg, 0.3f);
     for (int c = 0; c < net->num_comps; c++) net->comps[c].max_change = 0.05f;
-    ngt_mat X; int32_t *y;
+    ngt_mat X;
+    int32_t *y;
     make_batch(net, 64, 2, &X, &y);
     ngt_nnet_ws *ws = ngt_nnet_ws_new(net, 64);
     ngt_nnet_forward(net, ws, X);
@@ -132,7 +138,11 @@ START_TEST(max_change_bounds_the_step) {
     }
     ck_assert_double_eq_tol(sqrt(t2), 0.02, 1e-4);
     ngt_optim_free(opt);
-    free(p0); free(y); ngt_mat_free(&X); ngt_nnet_ws_free(ws); ngt_nnet_free(net);
+    free(p0);
+    free(y);
+    ngt_mat_free(&X);
+    ngt_nnet_ws_free(ws);
+    ngt_nnet_free(net);
   }
 }
 END_TEST
@@ -150,23 +160,29 @@ START_TEST(ng_step_goes_downhill) {
     ck_assert_int_eq(ngt_optim_new(net, &o, 64, &opt, &e), 0);
     ngt_nnet_ws *ws = ngt_nnet_ws_new(net, 64);
     for (int b = 0; b < 12; b++) {
-      ngt_mat X; int32_t *y;
+      ngt_mat X;
+      int32_t *y;
       make_batch(net, 64, 100 + (uint64_t)b, &X, &y);
       double l0 = loss(net, ws, X, y);
       ngt_nnet_backward(net, ws, y);
       ck_assert_int_eq(ngt_optim_step(opt, net, ws, 1e-4f, 1.0f), 1);
       double l1 = loss(net, ws, X, y);
-      ck_assert_msg(l1 < l0, "precond %d batch %d: loss %.9g -> %.9g did not decrease", pre, b, l0, l1);
-      free(y); ngt_mat_free(&X);
+      ck_assert_msg(l1 < l0, "precond %d batch %d: loss %.9g -> %.9g did not decrease", pre, b, l0,
+                    l1);
+      free(y);
+      ngt_mat_free(&X);
     }
-    ngt_optim_free(opt); ngt_nnet_ws_free(ws); ngt_nnet_free(net);
+    ngt_optim_free(opt);
+    ngt_nnet_ws_free(ws);
+    ngt_nnet_free(net);
   }
 }
 END_TEST
 
 START_TEST(nonfinite_step_is_refused) {
   ngt_nnet *net = make_net(cfg, 0.3f);
-  ngt_mat X; int32_t *y;
+  ngt_mat X;
+  int32_t *y;
   make_batch(net, 16, 3, &X, &y);
   NGT_AT(X, 3, 2) = NAN;
   ngt_nnet_ws *ws = ngt_nnet_ws_new(net, 16);
@@ -185,7 +201,11 @@ START_TEST(nonfinite_step_is_refused) {
     ck_assert_int_eq(memcmp(p0, net->params, sizeof(float) * net->num_params), 0);
     ngt_optim_free(opt);
   }
-  free(p0); free(y); ngt_mat_free(&X); ngt_nnet_ws_free(ws); ngt_nnet_free(net);
+  free(p0);
+  free(y);
+  ngt_mat_free(&X);
+  ngt_nnet_ws_free(ws);
+  ngt_nnet_free(net);
 }
 END_TEST
 
@@ -210,7 +230,10 @@ START_TEST(degenerate_minibatches_stay_finite) {
       ck_assert_int_eq(ngt_optim_step(opt, net, ws, 0.1f, 1.0f), 1);
       ck_assert(ngt_vec_all_finite(net->params, net->num_params));
     }
-    ngt_mat_free(&X); ngt_optim_free(opt); ngt_nnet_ws_free(ws); ngt_nnet_free(net);
+    ngt_mat_free(&X);
+    ngt_optim_free(opt);
+    ngt_nnet_ws_free(ws);
+    ngt_nnet_free(net);
   }
 }
 END_TEST
@@ -248,7 +271,8 @@ START_TEST(state_round_trip) {
   ck_assert_int_eq(ngt_optim_new(b, &o, 32, &ob, &e), 0);
   ngt_nnet_ws *ws = ngt_nnet_ws_new(a, 32);
   for (int k = 0; k < 30; k++) {
-    ngt_mat X; int32_t *y;
+    ngt_mat X;
+    int32_t *y;
     make_batch(a, 32, 200 + (uint64_t)k, &X, &y);
     if (k == 15) {
       size_t n = ngt_optim_state_doubles(oa);
@@ -259,12 +283,23 @@ START_TEST(state_round_trip) {
       memcpy(b->params, a->params, sizeof(float) * a->num_params);
       free(st);
     }
-    ngt_nnet_forward(a, ws, X); ngt_nnet_backward(a, ws, y); ngt_optim_step(oa, a, ws, 0.01f, 1.0f);
-    if (k >= 15) { ngt_nnet_forward(b, ws, X); ngt_nnet_backward(b, ws, y); ngt_optim_step(ob, b, ws, 0.01f, 1.0f); }
-    free(y); ngt_mat_free(&X);
+    ngt_nnet_forward(a, ws, X);
+    ngt_nnet_backward(a, ws, y);
+    ngt_optim_step(oa, a, ws, 0.01f, 1.0f);
+    if (k >= 15) {
+      ngt_nnet_forward(b, ws, X);
+      ngt_nnet_backward(b, ws, y);
+      ngt_optim_step(ob, b, ws, 0.01f, 1.0f);
+    }
+    free(y);
+    ngt_mat_free(&X);
   }
   ck_assert_int_eq(memcmp(a->params, b->params, sizeof(float) * a->num_params), 0);
-  ngt_optim_free(oa); ngt_optim_free(ob); ngt_nnet_ws_free(ws); ngt_nnet_free(a); ngt_nnet_free(b);
+  ngt_optim_free(oa);
+  ngt_optim_free(ob);
+  ngt_nnet_ws_free(ws);
+  ngt_nnet_free(a);
+  ngt_nnet_free(b);
 }
 END_TEST
 

@@ -14,17 +14,20 @@ static int64_t spi;
 static const char *dir;
 
 static void reset(ngt_opt *t) {
-  lr = 0.0003; ng = 1; mb = 512; spi = 400000; dir = NULL;
+  lr = 0.0003;
+  ng = 1;
+  mb = 512;
+  spi = 400000;
+  dir = NULL;
   for (ngt_opt *o = t; o->name; o++) o->seen = 0;
 }
 
-static ngt_opt table[] = {
-    {"initial-effective-lrate", NGT_OPT_DOUBLE, &lr, "lr", 0},
-    {"use-natural-gradient", NGT_OPT_BOOL, &ng, "ng", 0},
-    {"minibatch-size", NGT_OPT_INT, &mb, "mb", 0},
-    {"samples-per-iter", NGT_OPT_INT64, &spi, "spi", 0},
-    {"dir", NGT_OPT_STRING, &dir, "dir", 0},
-    {0, 0, 0, 0, 0}};
+static ngt_opt table[] = {{"initial-effective-lrate", NGT_OPT_DOUBLE, &lr, "lr", 0},
+                          {"use-natural-gradient", NGT_OPT_BOOL, &ng, "ng", 0},
+                          {"minibatch-size", NGT_OPT_INT, &mb, "mb", 0},
+                          {"samples-per-iter", NGT_OPT_INT64, &spi, "spi", 0},
+                          {"dir", NGT_OPT_STRING, &dir, "dir", 0},
+                          {0, 0, 0, 0, 0}};
 
 static int parse(int argc, char **argv, ngt_err *e, int *npos, char **pos) {
   reset(table);
@@ -33,8 +36,15 @@ static int parse(int argc, char **argv, ngt_err *e, int *npos, char **pos) {
 }
 
 START_TEST(values) {
-  char *argv[] = {"prog", "--initial-effective-lrate=0.01", "--use-natural-gradient=false",
-                  "--minibatch_size", "256", "--samples-per-iter=1000", "pos1", "--dir=x", "pos2"};
+  char *argv[] = {"prog",
+                  "--initial-effective-lrate=0.01",
+                  "--use-natural-gradient=false",
+                  "--minibatch_size",
+                  "256",
+                  "--samples-per-iter=1000",
+                  "pos1",
+                  "--dir=x",
+                  "pos2"};
   char *pos[10];
   int npos = 0;
   ngt_err e = {0};
@@ -81,8 +91,13 @@ END_TEST
 
 /* The front door: the help layout, exit codes and the message prefix of every program. */
 START_TEST(tool_front_door) {
-  static const ngt_tool tool = {"toolx", "does x to IN.\nA second line.", "toolx [options] IN OUT",
-                                "toolx a.h5 b.h5\ntoolx --dir=d a.h5 b.h5", NULL, 2, 2};
+  static const ngt_tool tool = {"toolx",
+                                "does x to IN.\nA second line.",
+                                "toolx [options] IN OUT",
+                                "toolx a.h5 b.h5\ntoolx --dir=d a.h5 b.h5",
+                                NULL,
+                                2,
+                                2};
   FILE *f = tmpfile();
   ck_assert_ptr_nonnull(f);
   ngt_opts_tool_help(&tool, table, f);
@@ -111,13 +126,19 @@ START_TEST(tool_front_door) {
   ck_assert_str_eq(ngt_log_prog(), "toolx"); /* messages carry the program's own name */
   char *help[] = {"toolx", "--help"}, *bad[] = {"toolx", "--minibach-size=3", "a", "b"},
        *few[] = {"toolx", "a"}, *many[] = {"toolx", "a", "b", "c"}, *none[] = {"toolx"};
-  struct { char **argv; int argc, code; } cases[] = {
-      {help, 2, NGT_EXIT_OK}, {bad, 4, NGT_EXIT_FAILURE}, {few, 2, NGT_EXIT_FAILURE},
-      {many, 4, NGT_EXIT_FAILURE}, {none, 1, NGT_EXIT_FAILURE}};
+  struct {
+    char **argv;
+    int argc, code;
+  } cases[] = {{help, 2, NGT_EXIT_OK},
+               {bad, 4, NGT_EXIT_FAILURE},
+               {few, 2, NGT_EXIT_FAILURE},
+               {many, 4, NGT_EXIT_FAILURE},
+               {none, 1, NGT_EXIT_FAILURE}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     code = -1;
     pos = (char **)1;
-    ck_assert_int_eq(ngt_opts_tool(&tool, table, cases[i].argc, cases[i].argv, &pos, &npos, &code), 1);
+    ck_assert_int_eq(ngt_opts_tool(&tool, table, cases[i].argc, cases[i].argv, &pos, &npos, &code),
+                     1);
     ck_assert_int_eq(code, cases[i].code);
     ck_assert_ptr_null(pos);
   }

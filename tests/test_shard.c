@@ -29,10 +29,10 @@ static int file_exists(const char *p) {
 typedef struct toy {
   int64_t T, U;
   int D, C;
-  float *feats;     /* (T, D) */
-  int32_t *labels;  /* (T) */
-  int64_t *offs;    /* (U+1) */
-  char **ids;       /* (U) */
+  float *feats;    /* (T, D) */
+  int32_t *labels; /* (T) */
+  int64_t *offs;   /* (U+1) */
+  char **ids;      /* (U) */
 } toy;
 
 static toy toy_make(uint64_t seed, int64_t U, int D, int C, int max_len) {
@@ -217,7 +217,8 @@ START_TEST(test_roundtrip) {
     ngt_shard_write_opts o = {compress, 64};
     ngt_err err = {0};
     ck_assert_msg(ngt_shard_write(p, t.feats, t.T, t.D, t.labels, t.offs, t.U,
-                                  (const char *const *)t.ids, t.C, &o, &err) == 0, "%s", err.msg);
+                                  (const char *const *)t.ids, t.C, &o, &err) == 0,
+                  "%s", err.msg);
     check_shard_equals(p, &t, 1);
     char tmp[600];
     ngt_tmp_path(p, tmp, sizeof tmp);
@@ -228,7 +229,8 @@ START_TEST(test_roundtrip) {
   path_in(p, sizeof p, "rt_noids.h5");
   ngt_err err = {0};
   ck_assert_int_eq(ngt_shard_write(p, t.feats, t.T, t.D, t.labels, t.offs, t.U, NULL, t.C, NULL,
-                                   &err), 0);
+                                   &err),
+                   0);
   check_shard_equals(p, &t, 0);
   toy_free(&t);
 }
@@ -274,14 +276,16 @@ START_TEST(test_stream_equals_whole) {
   ngt_shard_write_opts o = {1, 100};
   ngt_err err = {0};
   ck_assert_int_eq(ngt_shard_write(pw, t.feats, t.T, t.D, t.labels, t.offs, t.U,
-                                   (const char *const *)t.ids, t.C, &o, &err), 0);
+                                   (const char *const *)t.ids, t.C, &o, &err),
+                   0);
   ngt_shard_writer *w = NULL;
   ck_assert_int_eq(ngt_shard_writer_open(ps, t.D, t.C, &o, &w, &err), 0);
   ck_assert(!file_exists(ps)); /* nothing at path until commit */
   for (int64_t u = 0; u < t.U; u++) {
     int64_t a = t.offs[u];
     ck_assert_int_eq(ngt_shard_writer_add(w, t.ids[u], t.feats + a * t.D, t.offs[u + 1] - a,
-                                          t.labels + a, &err), 0);
+                                          t.labels + a, &err),
+                     0);
   }
   ck_assert(!file_exists(ps));
   ck_assert_msg(ngt_shard_writer_commit(w, &err) == 0, "%s", err.msg);
@@ -488,7 +492,8 @@ START_TEST(test_bad_truncated) {
   toy t = toy_make(3, 30, 8, 4, 100);
   ngt_err err = {0};
   ck_assert_int_eq(ngt_shard_write(p, t.feats, t.T, t.D, t.labels, t.offs, t.U, NULL, t.C, NULL,
-                                   &err), 0);
+                                   &err),
+                   0);
   struct stat st;
   ck_assert_int_eq(stat(p, &st), 0);
   ck_assert_int_eq(truncate(p, st.st_size / 2), 0);

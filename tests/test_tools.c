@@ -81,7 +81,9 @@ static int count_files(const char *pattern) {
 #define D 3
 #define NCLASS 6
 static const int g_T[NU] = {7, 3, 12, 5, 9, 4, 10, 6, 8};
-static float feat_val(int u, int t, int d) { return (float)u + 0.1f * (float)t + 0.01f * (float)d; }
+static float feat_val(int u, int t, int d) {
+  return (float)u + 0.1f * (float)t + 0.01f * (float)d;
+}
 static int32_t label_val(int u, int t) { return (u + t) % (NCLASS - 1); } /* class 5 unseen */
 static int utt_index(const char *key) { return atoi(key + 3); }
 
@@ -103,7 +105,11 @@ static void put_i32(bytes *b, int32_t v) {
   for (int i = 0; i < 4; i++) c[i] = (unsigned char)((uint32_t)v >> (8 * i));
   put(b, c, 4);
 }
-static void put_sized(bytes *b, int32_t v) { unsigned char s = 4; put(b, &s, 1); put_i32(b, v); }
+static void put_sized(bytes *b, int32_t v) {
+  unsigned char s = 4;
+  put(b, &s, 1);
+  put_i32(b, v);
+}
 
 /* Writes feats.ark (FM, DM and text entries), feats.scp (with offsets) and ali.txt
  * (utt002 has no alignment, utt005 one frame too many). */
@@ -132,8 +138,13 @@ static void make_corpus(void) {
     put_sized(&b, D);
     for (int t = 0; t < g_T[u]; t++)
       for (int d = 0; d < D; d++) {
-        if (dbl) { double v = feat_val(u, t, d); put(&b, &v, 8); }
-        else { float v = feat_val(u, t, d); put(&b, &v, 4); }
+        if (dbl) {
+          double v = feat_val(u, t, d);
+          put(&b, &v, 8);
+        } else {
+          float v = feat_val(u, t, d);
+          put(&b, &v, 4);
+        }
       }
   }
   fclose(scp);
@@ -213,7 +224,8 @@ static void read_vector(const char *path, double *v, int n) {
 START_TEST(test_mkshards_kaldi) {
   make_corpus();
   char args[4096];
-  snprintf(args, sizeof args, "--feats=ark:%s --ali=%s --num-classes=%d --num-shards=2 "
+  snprintf(args, sizeof args,
+           "--feats=ark:%s --ali=%s --num-classes=%d --num-shards=2 "
            "--heldout-utts=1 --seed=7 --out=%s --write-priors=%s --write-counts=%s",
            tp("feats.ark"), tp("ali.txt"), NCLASS, tp("sh/train"), tp("priors.txt"),
            tp("counts.txt"));
@@ -240,7 +252,10 @@ START_TEST(test_mkshards_kaldi) {
   double counts[NCLASS], priors[NCLASS], csum = 0, psum = 0;
   read_vector(tp("counts.txt"), counts, NCLASS);
   read_vector(tp("priors.txt"), priors, NCLASS);
-  for (int k = 0; k < NCLASS; k++) { csum += counts[k]; psum += priors[k]; }
+  for (int k = 0; k < NCLASS; k++) {
+    csum += counts[k];
+    psum += priors[k];
+  }
   ck_assert_double_eq(csum, (double)expect);
   ck_assert_double_eq(counts[NCLASS - 1], 0.0);
   ck_assert_double_eq_tol(psum, 1.0, 1e-6);
@@ -249,13 +264,16 @@ START_TEST(test_mkshards_kaldi) {
   ck_assert_double_eq_tol(priors[0], counts[0] / csum, 1e-4);
 
   /* scp input, --cmn, one shard, same seed => same held-out utterance */
-  snprintf(args, sizeof args, "--feats=%s --ali=%s --num-classes=%d --heldout-utts=1 --seed=7 "
-           "--cmn --compress --out=%s", tp("feats.scp"), tp("ali.txt"), NCLASS, tp("sh2/x"));
+  snprintf(args, sizeof args,
+           "--feats=%s --ali=%s --num-classes=%d --heldout-utts=1 --seed=7 "
+           "--cmn --compress --out=%s",
+           tp("feats.scp"), tp("ali.txt"), NCLASS, tp("sh2/x"));
   ck_assert_msg(run_tool("mkshards", args) == 0, "%s", g_errout);
   int seen2[NU] = {0}, seen_h1[NU] = {0}, seen_h2[NU] = {0};
   utts = 0;
   ck_assert_int_eq(check_shard(tp("sh2/x-001.h5"), seen2, 1, &utts) +
-                   check_shard(tp("sh2/x-heldout.h5"), seen_h2, 1, &utts), expect);
+                       check_shard(tp("sh2/x-heldout.h5"), seen_h2, 1, &utts),
+                   expect);
   utts = 0;
   check_shard(tp("sh/train-heldout.h5"), seen_h1, 0, &utts);
   for (int u = 0; u < NU; u++) ck_assert_int_eq(seen_h1[u], seen_h2[u]);
@@ -341,8 +359,8 @@ START_TEST(test_mkshards_bad_input) {
   fclose(fs);
   fprintf(s, "utt000 %s:7\n%s", tp("empty.ark"), line);
   fclose(s);
-  snprintf(args, sizeof args, "--feats=%s --ali=%s --num-classes=%d --out=%s",
-           tp("withempty.scp"), tp("ali.txt"), NCLASS, tp("o/e"));
+  snprintf(args, sizeof args, "--feats=%s --ali=%s --num-classes=%d --out=%s", tp("withempty.scp"),
+           tp("ali.txt"), NCLASS, tp("o/e"));
   ck_assert_msg(run_tool("mkshards", args) == 0, "%s", g_errout);
   ck_assert_ptr_nonnull(strstr(g_errout, "'utt000'"));
   ck_assert_ptr_nonnull(strstr(g_errout, "no frames"));
@@ -376,8 +394,8 @@ static void write_npy(const char *path, const char *descr, const char *shape, co
   size_t len = strlen(dict), total = 10 + len + 1, pad = (64 - total % 64) % 64;
   size_t hlen = len + pad + 1;
   FILE *f = fopen(path, "wb");
-  unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)hlen,
-                           (unsigned char)(hlen >> 8)};
+  unsigned char pre[10] = {
+      0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)hlen, (unsigned char)(hlen >> 8)};
   fwrite(pre, 1, 10, f);
   fwrite(dict, 1, len, f);
   for (size_t i = 0; i < pad; i++) fputc(' ', f);
@@ -398,8 +416,10 @@ START_TEST(test_mkshards_npy) {
   write_npy(tp("y.npy"), "<i8", "(20,)", y, sizeof y, 0);
   write_npy(tp("o.npy"), "<i8", "(4,)", off, sizeof off, 0);
   char args[4096];
-  snprintf(args, sizeof args, "--npy-feats=%s --npy-labels=%s --npy-utt-offsets=%s "
-           "--num-classes=4 --out=%s", tp("x.npy"), tp("y.npy"), tp("o.npy"), tp("n/a"));
+  snprintf(args, sizeof args,
+           "--npy-feats=%s --npy-labels=%s --npy-utt-offsets=%s "
+           "--num-classes=4 --out=%s",
+           tp("x.npy"), tp("y.npy"), tp("o.npy"), tp("n/a"));
   ck_assert_msg(run_tool("mkshards", args) == 0, "%s", g_errout);
   ngt_err err = {0};
   ngt_shard *sh;
@@ -440,13 +460,13 @@ START_TEST(test_mkshards_npy) {
   ck_assert_ptr_nonnull(strstr(g_errout, "does not fit int32"));
   ck_assert_ptr_nonnull(strstr(g_errout, "ybig.npy"));
   write_npy(tp("xf.npy"), "<f4", "(20, 2)", x, sizeof x, 1);
-  snprintf(args, sizeof args, "--npy-feats=%s --npy-labels=%s --out=%s", tp("xf.npy"),
-           tp("y.npy"), tp("n/c"));
+  snprintf(args, sizeof args, "--npy-feats=%s --npy-labels=%s --out=%s", tp("xf.npy"), tp("y.npy"),
+           tp("n/c"));
   ck_assert_int_eq(run_tool("mkshards", args), 1);
   ck_assert_ptr_nonnull(strstr(g_errout, "Fortran"));
   write_npy(tp("xc.npy"), "<c8", "(20, 2)", x, sizeof x, 0);
-  snprintf(args, sizeof args, "--npy-feats=%s --npy-labels=%s --out=%s", tp("xc.npy"),
-           tp("y.npy"), tp("n/c"));
+  snprintf(args, sizeof args, "--npy-feats=%s --npy-labels=%s --out=%s", tp("xc.npy"), tp("y.npy"),
+           tp("n/c"));
   ck_assert_int_eq(run_tool("mkshards", args), 1);
   ck_assert_ptr_nonnull(strstr(g_errout, "unsupported dtype '<c8'"));
   write_npy(tp("y19.npy"), "<i8", "(19,)", y, 19 * 8, 0);
@@ -456,8 +476,10 @@ START_TEST(test_mkshards_npy) {
   ck_assert_ptr_nonnull(strstr(g_errout, "do not match"));
   int64_t boff[3] = {0, 7, 7};
   write_npy(tp("oe.npy"), "<i8", "(3,)", boff, sizeof boff, 0);
-  snprintf(args, sizeof args, "--npy-feats=%s --npy-labels=%s --npy-utt-offsets=%s --strict "
-           "--out=%s", tp("x.npy"), tp("y.npy"), tp("oe.npy"), tp("n/c"));
+  snprintf(args, sizeof args,
+           "--npy-feats=%s --npy-labels=%s --npy-utt-offsets=%s --strict "
+           "--out=%s",
+           tp("x.npy"), tp("y.npy"), tp("oe.npy"), tp("n/c"));
   ck_assert_int_eq(run_tool("mkshards", args), 1);
   ck_assert_ptr_nonnull(strstr(g_errout, "no frames"));
   ck_assert_int_eq(count_files("n/c*"), 0);
@@ -586,7 +608,8 @@ START_TEST(test_nnforward_shards_h5) {
   ck_assert_int_eq(H5Sget_simple_extent_ndims(s), 2);
   H5Sget_simple_extent_dims(s, dims, NULL);
   int64_t expect = 0;
-  for (int u = 0; u < NU; u++) if (u != 2 && u != 5) expect += g_T[u];
+  for (int u = 0; u < NU; u++)
+    if (u != 2 && u != 5) expect += g_T[u];
   ck_assert_int_eq((int64_t)dims[0], expect);
   ck_assert_int_eq((int)dims[1], NCLASS);
   float *lp = malloc(sizeof(float) * dims[0] * dims[1]);

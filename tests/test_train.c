@@ -15,8 +15,10 @@
 #include "ngtrain/nnet_io.h"
 
 START_TEST(accept_iteration0_takes_the_best_only) {
-  ngt_job_result r[4] = {{-2.0 * 100, 100, 1, 1}, {-1.0 * 100, 100, 1, 1},
-                         {-0.5 * 100, 100, 0, 1}, {-1.0 * 50, 50, 1, 1}};
+  ngt_job_result r[4] = {{-2.0 * 100, 100, 1, 1},
+                         {-1.0 * 100, 100, 1, 1},
+                         {-0.5 * 100, 100, 0, 1},
+                         {-1.0 * 50, 50, 1, 1}};
   int m[4];
   /* job 2 is best but not finite; jobs 1 and 3 tie: the first wins */
   ck_assert_int_eq(ngt_accept_jobs(r, 4, 0, m), 1);
@@ -28,16 +30,16 @@ START_TEST(accept_iteration0_takes_the_best_only) {
 END_TEST
 
 START_TEST(accept_later_iterations_within_one_of_the_best) {
-  ngt_job_result r[6] = {{0, 0, 0, 0},              /* the coordinator: no job */
-                         {-1.0 * 10, 10, 1, 1},     /* best */
-                         {-2.0 * 10, 10, 1, 1},     /* exactly 1.0 below: in */
-                         {-2.01 * 10, 10, 1, 1},    /* just more than 1.0 below: out */
-                         {NAN, 10, 0, 1},           /* diverged */
-                         {0, 0, 1, 1}};             /* active but no frames: idle */
+  ngt_job_result r[6] = {{0, 0, 0, 0},           /* the coordinator: no job */
+                         {-1.0 * 10, 10, 1, 1},  /* best */
+                         {-2.0 * 10, 10, 1, 1},  /* exactly 1.0 below: in */
+                         {-2.01 * 10, 10, 1, 1}, /* just more than 1.0 below: out */
+                         {NAN, 10, 0, 1},        /* diverged */
+                         {0, 0, 1, 1}};          /* active but no frames: idle */
   int m[6];
   ck_assert_int_eq(ngt_accept_jobs(r, 6, 5, m), 2);
-  const int want[6] = {NGT_JOB_IDLE, NGT_JOB_ACCEPTED, NGT_JOB_ACCEPTED, NGT_JOB_BELOW_BEST,
-                       NGT_JOB_NONFINITE, NGT_JOB_IDLE};
+  const int want[6] = {NGT_JOB_IDLE,       NGT_JOB_ACCEPTED,  NGT_JOB_ACCEPTED,
+                       NGT_JOB_BELOW_BEST, NGT_JOB_NONFINITE, NGT_JOB_IDLE};
   for (int j = 0; j < 6; j++) ck_assert_int_eq(m[j], want[j]);
 }
 END_TEST
@@ -93,7 +95,9 @@ START_TEST(choices_are_parsed_once_with_clear_errors) {
   ck_assert_int_eq(ch.precond, NGT_PRECOND_ONLINE);
   ck_assert_int_eq(ch.transform, NGT_TRANSFORM_LDA);
   ck_assert_int_eq(ch.averaging, NGT_AVERAGING_MEAN);
-  o.preconditioner = "simple"; o.input_transform = "cmvn"; o.averaging = "bmuf";
+  o.preconditioner = "simple";
+  o.input_transform = "cmvn";
+  o.averaging = "bmuf";
   ck_assert_int_eq(ngt_train_parse_choices(&o, &ch, msg, sizeof msg), 0);
   ck_assert_int_eq(ch.precond, NGT_PRECOND_SIMPLE);
   ck_assert_int_eq(ch.transform, NGT_TRANSFORM_CMVN);
@@ -104,10 +108,12 @@ START_TEST(choices_are_parsed_once_with_clear_errors) {
   o.averaging = "median";
   ck_assert_int_ne(ngt_train_parse_choices(&o, &ch, msg, sizeof msg), 0);
   ck_assert_ptr_nonnull(strstr(msg, "--averaging=median: use average or bmuf"));
-  o.averaging = "bmuf"; o.input_transform = "pca";
+  o.averaging = "bmuf";
+  o.input_transform = "pca";
   ck_assert_int_ne(ngt_train_parse_choices(&o, &ch, msg, sizeof msg), 0);
   ck_assert_ptr_nonnull(strstr(msg, "--input-transform=pca"));
-  o.input_transform = "none"; o.preconditioner = "fast";
+  o.input_transform = "none";
+  o.preconditioner = "fast";
   ck_assert_int_ne(ngt_train_parse_choices(&o, &ch, msg, sizeof msg), 0);
   ck_assert_ptr_nonnull(strstr(msg, "--preconditioner=fast"));
 }
@@ -204,7 +210,7 @@ START_TEST(load_latest_falls_back_and_refuses_another_run) {
   ck_assert_int_eq(ngt_checkpoint_write(p1, net, &st, &err), 0);
   ngt_train_state_deinit(&st);
   ngt_checkpoint_path(dir, 2, p2, sizeof p2);
-  FILE *f = fopen(p2, "w");  /* a truncated newest checkpoint */
+  FILE *f = fopen(p2, "w"); /* a truncated newest checkpoint */
   fputs("not hdf5", f);
   fclose(f);
   ngt_train_state expect, got;

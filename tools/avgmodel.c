@@ -20,11 +20,14 @@
 #include "ngtrain/opts.h"
 
 static const ngt_tool tool = {
-    "avgmodel", "average ngtrain models (Kaldi nnet3-average semantics).",
+    "avgmodel",
+    "average ngtrain models (Kaldi nnet3-average semantics).",
     "avgmodel [--weights=w1:w2:..] in1.h5 .. inN.h5 out.h5",
     "avgmodel exp/run1/18.h5 exp/run1/19.h5 exp/run1/20.h5 exp/run1/avg.h5\n"
     "avgmodel --weights=0.2:0.3:0.5 a.h5 b.h5 c.h5 out.h5",
-    NULL, 2, -1};
+    NULL,
+    2,
+    -1};
 
 int main(int argc, char **argv) {
   const char *weights = NULL;
@@ -60,8 +63,7 @@ int main(int argc, char **argv) {
     if (!(s > 0)) {
       return ngt_fail("--weights='%s' sum to %g; they must sum to a positive number", weights, s);
     }
-    if (fabs(s - 1.0) > 0.01)
-      ngt_warn("--weights sum to %g, not 1; renormalising", s);
+    if (fabs(s - 1.0) > 0.01) ngt_warn("--weights sum to %g, not 1; renormalising", s);
     for (int i = 0; i < n; i++) w[i] /= s;
   } else {
     for (int i = 0; i < n; i++) w[i] = 1.0 / n;
@@ -88,10 +90,12 @@ int main(int argc, char **argv) {
     if (i > 0) {
       size_t tn = (size_t)first->input_dim * (size_t)(first->input_dim + 1);
       int same = first->transform_type == m->transform_type &&
-                 (!first->transform || memcmp(first->transform, m->transform, sizeof(float) * tn) == 0);
+                 (!first->transform ||
+                  memcmp(first->transform, m->transform, sizeof(float) * tn) == 0);
       if (!same) {
         return ngt_fail("'%s' and '%s' have different input transforms; averaging them would "
-                        "mix two input spaces (use models of one training run)", pos[0], pos[i]);
+                        "mix two input spaces (use models of one training run)",
+                        pos[0], pos[i]);
       }
     }
     for (size_t j = 0; j < P; j++) acc[j] += w[i] * (double)m->params[j];
@@ -117,7 +121,8 @@ int main(int argc, char **argv) {
   if (ngt_nnet_save(first, out, NULL, 0, &err)) {
     return ngt_fail("%s", err.msg);
   }
-  printf("avgmodel: wrote %s, the %s average of %d model(s)\n", out, weights ? "weighted" : "uniform", n);
+  printf("avgmodel: wrote %s, the %s average of %d model(s)\n", out,
+         weights ? "weighted" : "uniform", n);
   ngt_nnet_free(first);
   free(acc);
   free(pacc);

@@ -25,26 +25,30 @@ static int read_u32be(FILE *f, uint32_t *v) {
 }
 
 static const ngt_tool tool = {
-    "idx2shards", "IDX images + labels (MNIST format) -> ngtrain shards, one frame per image.",
+    "idx2shards",
+    "IDX images + labels (MNIST format) -> ngtrain shards, one frame per image.",
     "idx2shards --images=FILE --labels=FILE --out=PREFIX [--num-shards=N]",
     "gunzip -c /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz > /tmp/ti\n"
     "gunzip -c /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz > /tmp/tl\n"
     "idx2shards --images=/tmp/ti --labels=/tmp/tl --num-shards=8 --out=fm/train",
-    NULL, 0, 0};
+    NULL,
+    0,
+    0};
 
 int main(int argc, char **argv) {
   const char *images = NULL, *labels = NULL, *out = NULL;
   int nshards = 1;
   uint64_t seed = 0;
   int64_t limit = 0;
-  ngt_opt table[] = {
-      {"images", NGT_OPT_STRING, &images, "IDX3 image file (uncompressed)", 0},
-      {"labels", NGT_OPT_STRING, &labels, "IDX1 label file (uncompressed)", 0},
-      {"out", NGT_OPT_STRING, &out, "output prefix: PREFIX-0001.h5 ... (or PREFIX.h5 with one shard)", 0},
-      {"num-shards", NGT_OPT_INT, &nshards, "number of shards (images dealt round-robin after a seeded shuffle)", 0},
-      {"seed", NGT_OPT_UINT64, &seed, "shuffle seed", 0},
-      {"limit", NGT_OPT_INT64, &limit, "use only the first N images (0 = all)", 0},
-      {0, 0, 0, 0, 0}};
+  ngt_opt table[] = {{"images", NGT_OPT_STRING, &images, "IDX3 image file (uncompressed)", 0},
+                     {"labels", NGT_OPT_STRING, &labels, "IDX1 label file (uncompressed)", 0},
+                     {"out", NGT_OPT_STRING, &out,
+                      "output prefix: PREFIX-0001.h5 ... (or PREFIX.h5 with one shard)", 0},
+                     {"num-shards", NGT_OPT_INT, &nshards,
+                      "number of shards (images dealt round-robin after a seeded shuffle)", 0},
+                     {"seed", NGT_OPT_UINT64, &seed, "shuffle seed", 0},
+                     {"limit", NGT_OPT_INT64, &limit, "use only the first N images (0 = all)", 0},
+                     {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
   if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
@@ -55,8 +59,8 @@ int main(int argc, char **argv) {
   FILE *fi = fopen(images, "rb"), *fl = fopen(labels, "rb");
   if (!fi || !fl) return ngt_fail("cannot open '%s': %s", !fi ? images : labels, strerror(errno));
   uint32_t mi, ni, rows, cols, ml, nl;
-  if (read_u32be(fi, &mi) || read_u32be(fi, &ni) || read_u32be(fi, &rows) || read_u32be(fi, &cols) ||
-      mi != 0x803) {
+  if (read_u32be(fi, &mi) || read_u32be(fi, &ni) || read_u32be(fi, &rows) ||
+      read_u32be(fi, &cols) || mi != 0x803) {
     return ngt_fail("'%s' is not an IDX3 image file (magic 0x%x; gunzip it first?)", images, mi);
   }
   if (read_u32be(fl, &ml) || read_u32be(fl, &nl) || ml != 0x801) {
@@ -68,12 +72,15 @@ int main(int argc, char **argv) {
   const int D = (int)(rows * cols);
   unsigned char *px = malloc((size_t)N * (size_t)D), *lb = malloc((size_t)N);
   if (!px || !lb) ngt_die("out of memory");
-  if (fread(px, 1, (size_t)N * (size_t)D, fi) != (size_t)N * (size_t)D || fread(lb, 1, (size_t)N, fl) != (size_t)N) {
+  if (fread(px, 1, (size_t)N * (size_t)D, fi) != (size_t)N * (size_t)D ||
+      fread(lb, 1, (size_t)N, fl) != (size_t)N) {
     return ngt_fail("'%s' or '%s' is truncated", images, labels);
   }
-  fclose(fi); fclose(fl);
+  fclose(fi);
+  fclose(fl);
   int C = 0;
-  for (int64_t i = 0; i < N; i++) if (lb[i] + 1 > C) C = lb[i] + 1;
+  for (int64_t i = 0; i < N; i++)
+    if (lb[i] + 1 > C) C = lb[i] + 1;
   uint32_t *perm = malloc(sizeof(uint32_t) * (size_t)N);
   for (int64_t i = 0; i < N; i++) perm[i] = (uint32_t)i;
   ngt_rng r = ngt_rng_make(seed, NGT_RNG_STREAM_DATAGEN);
@@ -94,13 +101,21 @@ int main(int argc, char **argv) {
     off[T] = T;
     char path[4096];
     if (nshards == 1) snprintf(path, sizeof path, "%s.h5", out);
-    else snprintf(path, sizeof path, "%s-%04d.h5", out, s + 1);
+    else
+      snprintf(path, sizeof path, "%s-%04d.h5", out, s + 1);
     ngt_shard_write_opts wo = {1, 4096};
     if (ngt_shard_write(path, feats, T, D, lab, off, T, NULL, C, &wo, &err)) {
       return ngt_fail("%s", err.msg);
     }
   }
-  printf("idx2shards: %" PRId64 " images of %d pixels, %d classes -> %d shard(s) %s*\n", N, D, C, nshards, out);
-  free(px); free(lb); free(perm); free(feats); free(lab); free(off); free(pos);
+  printf("idx2shards: %" PRId64 " images of %d pixels, %d classes -> %d shard(s) %s*\n", N, D, C,
+         nshards, out);
+  free(px);
+  free(lb);
+  free(perm);
+  free(feats);
+  free(lab);
+  free(off);
+  free(pos);
   return 0;
 }

@@ -49,7 +49,9 @@ static const ngt_tool tool = {
     "mkdata [options] --out=PREFIX|FILE.h5",
     "mkdata --seed=1 --part=0 --num-utts=600 --num-shards=4 --compress --out=data/train\n"
     "mkdata --seed=1 --part=1 --num-utts=80 --compress --out=data/dev.h5",
-    "The examples make the data/ shards of the repository (data/README.md).", 0, 0};
+    "The examples make the data/ shards of the repository (data/README.md).",
+    0,
+    0};
 
 typedef struct opts {
   const char *out;
@@ -68,12 +70,26 @@ static int out_of_range(const char *name, double v, double lo, double hi, int hi
 
 /* Options into o; 0 to run, else 1 with *code the exit status (--help, a bad option). */
 static int parse_args(int argc, char **argv, opts *o, int *code) {
-  *o = (opts){.out = NULL, .num_shards = 1, .num_utts = 200, .num_phones = 16, .feat_dim = 13,
-              .min_phones = 3, .max_phones = 12, .min_dur = 2, .max_dur = 8, .smooth = 0.6,
-              .noise = 0.8, .seed = 1, .part = 0, .fbank_like = 1, .compress = 0};
+  *o = (opts){.out = NULL,
+              .num_shards = 1,
+              .num_utts = 200,
+              .num_phones = 16,
+              .feat_dim = 13,
+              .min_phones = 3,
+              .max_phones = 12,
+              .min_dur = 2,
+              .max_dur = 8,
+              .smooth = 0.6,
+              .noise = 0.8,
+              .seed = 1,
+              .part = 0,
+              .fbank_like = 1,
+              .compress = 0};
   ngt_opt table[] = {
-      {"out", NGT_OPT_STRING, &o->out, "write PREFIX-0001.h5 .. PREFIX-NNNN.h5, or one FILE.h5", 0},
-      {"num-shards", NGT_OPT_INT, &o->num_shards, "shards to split the utterances into, 1..9999", 0},
+      {"out", NGT_OPT_STRING, &o->out, "write PREFIX-0001.h5 .. PREFIX-NNNN.h5, or one FILE.h5",
+       0},
+      {"num-shards", NGT_OPT_INT, &o->num_shards, "shards to split the utterances into, 1..9999",
+       0},
       {"num-utts", NGT_OPT_INT, &o->num_utts, "utterances to generate", 0},
       {"num-phones", NGT_OPT_INT, &o->num_phones, "phone-like units, 3 classes each", 0},
       {"feat-dim", NGT_OPT_INT, &o->feat_dim, "feature dimension", 0},
@@ -86,8 +102,10 @@ static int parse_args(int argc, char **argv, opts *o, int *code) {
       {"seed", NGT_OPT_UINT64, &o->seed, "model and data seed", 0},
       {"part", NGT_OPT_UINT64, &o->part, "utterance set with the same means (0 train, 1 dev)", 0},
       {"utt-seed", NGT_OPT_UINT64, &o->part, "the same as --part", 0},
-      {"fbank-like", NGT_OPT_BOOL, &o->fbank_like, "filterbank-like offsets, scales, correlation", 0},
-      {"compress", NGT_OPT_INT, &o->compress, "gzip level 0..9 of the shards; --compress alone = 6", 0},
+      {"fbank-like", NGT_OPT_BOOL, &o->fbank_like, "filterbank-like offsets, scales, correlation",
+       0},
+      {"compress", NGT_OPT_INT, &o->compress,
+       "gzip level 0..9 of the shards; --compress alone = 6", 0},
       {0, 0, 0, 0, 0}};
   /* "--compress" alone means level 6 (the parser would take the next argument as its value) */
   for (int i = 1; i < argc; i++)
@@ -112,27 +130,30 @@ static int parse_args(int argc, char **argv, opts *o, int *code) {
       out_of_range("compress", o->compress, 0, 9, 0))
     return 1;
   if (o->min_phones > o->max_phones)
-    return ngt_fail("--min-phones=%d is larger than --max-phones=%d", o->min_phones, o->max_phones);
+    return ngt_fail("--min-phones=%d is larger than --max-phones=%d", o->min_phones,
+                    o->max_phones);
   if (o->min_dur > o->max_dur)
     return ngt_fail("--min-dur=%d is larger than --max-dur=%d", o->min_dur, o->max_dur);
   if (o->num_utts < o->num_shards)
     return ngt_fail("--num-utts=%d is smaller than --num-shards=%d (every shard needs "
-                    "utterances)", o->num_utts, o->num_shards);
+                    "utterances)",
+                    o->num_utts, o->num_shards);
   size_t ol = strlen(o->out);
   if (ol > 3 && strcmp(o->out + ol - 3, ".h5") == 0 && o->num_shards != 1)
     return ngt_fail("--out=%s names one file but --num-shards=%d; give a prefix (e.g. "
-                    "--out=data/train) for several shards", o->out, o->num_shards);
+                    "--out=data/train) for several shards",
+                    o->out, o->num_shards);
   return 0;
 }
 
 /* The generative model: depends on --seed (and the sizes) only. */
 typedef struct model {
   int P, C, D;
-  double *mu;      /* (C, D) latent class means */
-  double *cum_w;   /* (P) cumulative phone weights over phones 1..P-1 (silence = 0) */
-  double *offset;  /* (D) fbank-like per-dim offset */
-  double *scale;   /* (D) fbank-like per-dim scale */
-  double *kern;    /* (D, D) mixing of neighbouring dims, rows of unit norm */
+  double *mu;     /* (C, D) latent class means */
+  double *cum_w;  /* (P) cumulative phone weights over phones 1..P-1 (silence = 0) */
+  double *offset; /* (D) fbank-like per-dim offset */
+  double *scale;  /* (D) fbank-like per-dim scale */
+  double *kern;   /* (D, D) mixing of neighbouring dims, rows of unit norm */
 } model;
 
 static void model_make(model *m, const opts *o) {
@@ -152,8 +173,8 @@ static void model_make(model *m, const opts *o) {
     for (int d = 0; d < D; d++) pm[d] = ngt_rng_normal(&r);
     for (int k = 0; k < STATES; k++)
       for (int d = 0; d < D; d++)
-        m->mu[((size_t)p * STATES + (size_t)k) * (size_t)D + (size_t)d] =
-            pm[d] + 0.6 * ngt_rng_normal(&r);
+        m->mu[((size_t)p * STATES + (size_t)k) * (size_t)D + (size_t)d] = pm[d] +
+                                                                          0.6 * ngt_rng_normal(&r);
   }
   free(pm);
   /* phone weights: log-normal, so some phones are much more frequent than others */
@@ -272,8 +293,7 @@ int main(int argc, char **argv) {
   int rc = 0;
   ngt_err err = {0};
   for (long s = 0; s < o.num_shards && rc == 0; s++) {
-    if (single)
-      snprintf(path, sizeof path, "%s", o.out);
+    if (single) snprintf(path, sizeof path, "%s", o.out);
     else
       snprintf(path, sizeof path, "%s-%04ld.h5", o.out, s + 1);
     if (s == 0) snprintf(first, sizeof first, "%s", path);
@@ -319,18 +339,16 @@ int main(int argc, char **argv) {
       vlo = fmin(vlo, var);
       vhi = fmax(vhi, var);
     }
-    if (o.num_shards == 1)
-      printf("mkdata: wrote %s\n", first);
+    if (o.num_shards == 1) printf("mkdata: wrote %s\n", first);
     else
       printf("mkdata: wrote %d shards %s .. %s\n", o.num_shards, first, path);
     printf("mkdata: %d utterances, %" PRId64 " frames, feat_dim %d, %d classes (%d phones x %d "
-           "states), seed %" PRIu64 ", part %" PRIu64 "\n", o.num_utts, total, D, C, m.P, STATES,
-           o.seed, o.part);
+           "states), seed %" PRIu64 ", part %" PRIu64 "\n",
+           o.num_utts, total, D, C, m.P, STATES, o.seed, o.part);
     printf("mkdata: class counts min %" PRId64 " (class %d) max %" PRId64 " (class %d); "
-           "majority class %.1f%% of frames\n", counts[cmin], cmin, counts[cmax], cmax,
-           100.0 * (double)counts[cmax] / (double)total);
-    printf("mkdata: features: per-dim mean %.2f..%.2f, variance %.2f..%.2f\n", mlo, mhi, vlo,
-           vhi);
+           "majority class %.1f%% of frames\n",
+           counts[cmin], cmin, counts[cmax], cmax, 100.0 * (double)counts[cmax] / (double)total);
+    printf("mkdata: features: per-dim mean %.2f..%.2f, variance %.2f..%.2f\n", mlo, mhi, vlo, vhi);
   }
   free(feats);
   free(labels);

@@ -26,11 +26,11 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include "ngtrain/hash.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "ngtrain/hash.h"
 
 #include "ngtrain/fileio.h"
 #include "ngtrain/kaldi_io.h"
@@ -49,10 +49,12 @@ static const ngt_tool tool = {
     "NumPy arrays. Utterances are kept whole, shuffled by --seed and spread over the shards\n"
     "balanced by frames; a held-out set can be split off by utterance.",
     "mkshards [options] --feats=<ark|scp> --ali=<ali.txt> --out=PREFIX\n"
-    "mkshards [options] --npy-feats=X.npy --npy-labels=y.npy [--npy-utt-offsets=o.npy] --out=PREFIX",
+    "mkshards [options] --npy-feats=X.npy --npy-labels=y.npy [--npy-utt-offsets=o.npy] "
+    "--out=PREFIX",
     "ali-to-pdf exp/tri3_ali/final.mdl 'ark:gunzip -c exp/tri3_ali/ali.*.gz|' ark,t:ali.txt\n"
     "mkshards --feats=data/train/feats.scp --ali=ali.txt --num-classes=3000 \\\n"
-    "  --num-shards=8 --heldout-utts=300 --cmn --write-priors=shards/priors.txt --out=shards/train\n"
+    "  --num-shards=8 --heldout-utts=300 --cmn --write-priors=shards/priors.txt "
+    "--out=shards/train\n"
     "ngtrain ... --train='shards/train-[0-9]*.h5' --valid=shards/train-heldout.h5",
     "Features: 'ark:f.ark' / 'scp:f.scp' / a path (.scp => scp); binary or text, float, double\n"
     "or compressed (copy-feats --compress=true). Alignments: 'utt-id pdf pdf ...' per line\n"
@@ -62,7 +64,8 @@ static const ngt_tool tool = {
     "Writes PREFIX-001.h5 .. PREFIX-NNN.h5 and PREFIX-heldout.h5; counts and priors (from the\n"
     "frames written, train and held-out; priors normalized and floored at 5e-6 as Kaldi does)\n"
     "as a Kaldi text vector, or as HDF5 (/counts, /priors) if the name ends in .h5.",
-    0, 0};
+    0,
+    0};
 
 /* ---------------------------------------------------------------------------------- */
 
@@ -73,11 +76,11 @@ static const char *bad_name[BAD_N] = {"without alignment", "length mismatch", "e
 
 /* One accepted utterance. */
 typedef struct utt {
-  size_t key;        /* Kaldi: offset of the key in the arena; NumPy: original index */
-  const char *file;  /* Kaldi: archive (owned by the pass-1 reader); NumPy: NULL */
-  int64_t offset;    /* Kaldi: byte offset of the matrix; NumPy: first frame */
-  int64_t T;         /* frames used (after --length-tolerance) */
-  int32_t row0, col0;/* Kaldi scp range origin (0 without a range) */
+  size_t key;         /* Kaldi: offset of the key in the arena; NumPy: original index */
+  const char *file;   /* Kaldi: archive (owned by the pass-1 reader); NumPy: NULL */
+  int64_t offset;     /* Kaldi: byte offset of the matrix; NumPy: first frame */
+  int64_t T;          /* frames used (after --length-tolerance) */
+  int32_t row0, col0; /* Kaldi scp range origin (0 without a range) */
   int32_t has_range;
 } utt;
 
@@ -92,29 +95,34 @@ typedef struct ctx {
   uint64_t seed;
   /* sources */
   int mode;
-  ngt_kaldi_reader *reader;   /* pass 1 (its interned file names stay valid) */
-  ngt_kaldi_reader *ra;       /* pass 2 random access */
+  ngt_kaldi_reader *reader; /* pass 1 (its interned file names stay valid) */
+  ngt_kaldi_reader *ra;     /* pass 2 random access */
   ngt_kaldi_ali *ali;
-  ngt_npy *nf, *nl;           /* NumPy features / labels */
-  int npy_per_row;            /* no offsets: utterance i = row i */
+  ngt_npy *nf, *nl; /* NumPy features / labels */
+  int npy_per_row;  /* no offsets: utterance i = row i */
   int key_width;
   /* corpus */
   int D;
-  int64_t U;                  /* accepted utterances */
-  utt *utts;                  /* (U), NULL when npy_per_row */
+  int64_t U; /* accepted utterances */
+  utt *utts; /* (U), NULL when npy_per_row */
   size_t cap_utts;
-  char *keys; size_t keys_len, keys_cap; /* key arena */
-  size_t *key_set; size_t key_set_n;     /* open addressing over key offsets + 1 */
-  size_t key_set_count;                  /* keys in the set (accepted or skipped) */
+  char *keys;
+  size_t keys_len, keys_cap; /* key arena */
+  size_t *key_set;
+  size_t key_set_n;     /* open addressing over key offsets + 1 */
+  size_t key_set_count; /* keys in the set (accepted or skipped) */
   int32_t max_label;
   int64_t bad[BAD_N];
   int64_t named_skips;
   /* pass 2 */
-  float *x; size_t x_cap;                /* (T, D) features of the current utterance */
-  int32_t *labels; size_t labels_cap;    /* (T) */
-  int64_t *counts;                       /* (C) frames per class written */
-  char **written; int n_written;         /* committed outputs, removed on failure */
-  char first_key[256];                   /* for messages */
+  float *x;
+  size_t x_cap; /* (T, D) features of the current utterance */
+  int32_t *labels;
+  size_t labels_cap; /* (T) */
+  int64_t *counts;   /* (C) frames per class written */
+  char **written;
+  int n_written;       /* committed outputs, removed on failure */
+  char first_key[256]; /* for messages */
 } ctx;
 
 static void *grow_or_die(void *p, size_t *cap, size_t need, size_t elem) {
@@ -177,9 +185,9 @@ static int bad_utt(ctx *c, int why, const char *key, const char *fmt, ...) {
   c->bad[why]++;
   if (c->strict)
     return ngt_fail("utterance '%s': %s (--strict; without it such utterances are skipped and "
-                    "counted)", key, detail);
-  if (c->named_skips < MAX_NAMED_SKIPS)
-    ngt_warn("skipping utterance '%s': %s", key, detail);
+                    "counted)",
+                    key, detail);
+  if (c->named_skips < MAX_NAMED_SKIPS) ngt_warn("skipping utterance '%s': %s", key, detail);
   else if (c->named_skips == MAX_NAMED_SKIPS)
     ngt_warn("further skipped utterances are counted but not named");
   c->named_skips++;
@@ -198,8 +206,9 @@ static int check_label_range(ctx *c, const char *key, const char *file, int64_t 
   if (v > c->max_label) c->max_label = v;
   if (c->num_classes > 0 && v >= c->num_classes)
     return ngt_fail("'%s': %s%s%sframe %" PRId64 " has class %d but --num-classes=%d (give the "
-                    "number of classes; for Kaldi pdfs, tree-info or am-info prints it)", file,
-                    key ? "utterance '" : "", key ? key : "", key ? "' " : "", t, v, c->num_classes);
+                    "number of classes; for Kaldi pdfs, tree-info or am-info prints it)",
+                    file, key ? "utterance '" : "", key ? key : "", key ? "' " : "", t, v,
+                    c->num_classes);
   return 0;
 }
 
@@ -218,15 +227,19 @@ static int pass1_kaldi(ctx *c) {
     seen++;
     if (e.offset < 0)
       return ngt_fail("features '%s': mkshards reads each utterance twice (shapes, then data) and "
-                      "needs an archive file, not stdin", c->feats);
+                      "needs an archive file, not stdin",
+                      c->feats);
     if (ngt_now() - t_last > 10) {
       t_last = ngt_now();
       fprintf(stderr, "mkshards: pass 1: %" PRId64 " utterances scanned\n", seen);
     }
     int64_t T = e.mat.rows;
     if (T == 0) {
-      if (bad_utt(c, BAD_EMPTY, e.key, "its feature matrix in '%s' (byte %" PRId64 ") has no "
-                  "frames", e.file, e.offset)) return 1;
+      if (bad_utt(c, BAD_EMPTY, e.key,
+                  "its feature matrix in '%s' (byte %" PRId64 ") has no "
+                  "frames",
+                  e.file, e.offset))
+        return 1;
       continue;
     }
     if (c->D < 0) {
@@ -234,8 +247,8 @@ static int pass1_kaldi(ctx *c) {
       snprintf(c->first_key, sizeof c->first_key, "%s", e.key);
     } else if (e.mat.cols != c->D) {
       return ngt_fail("utterance '%s' in '%s' (byte %" PRId64 ") has %d-dimensional features but "
-                      "'%s' has %d; all utterances must have the same feature dimension", e.key,
-                      e.file, e.offset, e.mat.cols, c->first_key, c->D);
+                      "'%s' has %d; all utterances must have the same feature dimension",
+                      e.key, e.file, e.offset, e.mat.cols, c->first_key, c->D);
     }
     size_t klen = strlen(e.key) + 1, off = c->keys_len;
     c->keys = grow_or_die(c->keys, &c->keys_cap, c->keys_len + klen, 1);
@@ -243,8 +256,10 @@ static int pass1_kaldi(ctx *c) {
     int fresh = key_set_insert(c, off);
     if (fresh) c->keys_len += klen; /* kept: the set points at it, even if skipped below */
     if (!fresh) {
-      if (bad_utt(c, BAD_DUP, e.key, "it appears more than once in '%s' (this copy at byte %"
-                  PRId64 " is skipped)", c->feats, e.offset)) return 1;
+      if (bad_utt(c, BAD_DUP, e.key,
+                  "it appears more than once in '%s' (this copy at byte %" PRId64 " is skipped)",
+                  c->feats, e.offset))
+        return 1;
       continue;
     }
     const int32_t *lab;
@@ -253,13 +268,16 @@ static int pass1_kaldi(ctx *c) {
     if (g < 0) return ngt_fail("%s", err.msg);
     if (g == 0) {
       if (bad_utt(c, BAD_NOALI, e.key, "no alignment in '%s' (features in '%s')",
-                  ngt_kaldi_ali_path(c->ali), e.file)) return 1;
+                  ngt_kaldi_ali_path(c->ali), e.file))
+        return 1;
       continue;
     }
     if (llabs(n - T) > c->length_tolerance) {
-      if (bad_utt(c, BAD_LENGTH, e.key, "the features in '%s' have %" PRId64 " frames but the "
-                  "alignment in '%s' has %" PRId64 " (--length-tolerance=%d)", e.file, T,
-                  ngt_kaldi_ali_path(c->ali), n, c->length_tolerance)) return 1;
+      if (bad_utt(c, BAD_LENGTH, e.key,
+                  "the features in '%s' have %" PRId64 " frames but the "
+                  "alignment in '%s' has %" PRId64 " (--length-tolerance=%d)",
+                  e.file, T, ngt_kaldi_ali_path(c->ali), n, c->length_tolerance))
+        return 1;
       continue;
     }
     if (n < T) T = n;
@@ -280,7 +298,8 @@ static int pass1_npy(ctx *c) {
   char sh[128];
   ngt_npy_shape_str(c->nf, sh, sizeof sh);
   if (c->nf->ndim < 1 || c->nf->shape[0] == 0)
-    return ngt_fail("npy '%s': shape %s holds no frames (expected [T, D] with T > 0)", c->npy_feats, sh);
+    return ngt_fail("npy '%s': shape %s holds no frames (expected [T, D] with T > 0)",
+                    c->npy_feats, sh);
   int64_t T = c->nf->shape[0], D = c->nf->numel / T;
   if (D <= 0 || D > 1000000)
     return ngt_fail("npy '%s': shape %s gives feature dimension %" PRId64 " (expected [T, D])",
@@ -290,7 +309,8 @@ static int pass1_npy(ctx *c) {
     char lsh[128];
     ngt_npy_shape_str(c->nl, lsh, sizeof lsh);
     return ngt_fail("npy '%s': labels of shape %s do not match the %" PRId64 " frames of '%s' "
-                    "(expected shape (%" PRId64 ",))", c->npy_labels, lsh, T, c->npy_feats, T);
+                    "(expected shape (%" PRId64 ",))",
+                    c->npy_labels, lsh, T, c->npy_feats, T);
   }
   /* labels: range and maximum, streamed */
   const int64_t B = 1 << 20;
@@ -307,9 +327,13 @@ static int pass1_npy(ctx *c) {
         int32_t v = lab[i];
         free(lab);
         return ngt_fail("npy '%s': frame %" PRId64 " has negative label %d (labels are class "
-                        "indices 0 .. C-1)", c->npy_labels, t0 + i, v);
+                        "indices 0 .. C-1)",
+                        c->npy_labels, t0 + i, v);
       }
-      if (check_label_range(c, NULL, c->npy_labels, t0 + i, lab[i])) { free(lab); return 1; }
+      if (check_label_range(c, NULL, c->npy_labels, t0 + i, lab[i])) {
+        free(lab);
+        return 1;
+      }
     }
   }
   free(lab);
@@ -319,8 +343,10 @@ static int pass1_npy(ctx *c) {
     int w = 1;
     for (int64_t x = T; x >= 10; x /= 10) w++;
     c->key_width = w;
-    fprintf(stderr, "mkshards: no --npy-utt-offsets: each of the %" PRId64 " rows is its own "
-            "utterance (independent samples; no splicing context across rows)\n", T);
+    fprintf(stderr,
+            "mkshards: no --npy-utt-offsets: each of the %" PRId64 " rows is its own "
+            "utterance (independent samples; no splicing context across rows)\n",
+            T);
     return 0;
   }
   ngt_npy *no;
@@ -329,13 +355,20 @@ static int pass1_npy(ctx *c) {
   if (no->ndim != 1 || n < 1) {
     ngt_npy_close(no);
     return ngt_fail("npy '%s': utterance offsets must be a 1-D array [U+1] (0, ..., T) or [U] "
-                    "(starts)", c->npy_offsets);
+                    "(starts)",
+                    c->npy_offsets);
   }
   int64_t *off = malloc(sizeof(int64_t) * (size_t)(n + 1));
-  if (!off) { ngt_npy_close(no); return ngt_fail("out of memory"); }
+  if (!off) {
+    ngt_npy_close(no);
+    return ngt_fail("out of memory");
+  }
   int rc = ngt_npy_read_i64(no, 0, n, off, &err);
   ngt_npy_close(no);
-  if (rc) { free(off); return ngt_fail("%s", err.msg); }
+  if (rc) {
+    free(off);
+    return ngt_fail("%s", err.msg);
+  }
   if (off[0] != 0) {
     int64_t v = off[0];
     free(off);
@@ -352,14 +385,16 @@ static int pass1_npy(ctx *c) {
       int64_t v = off[u + 1], prev = off[u];
       free(off);
       return ngt_fail("npy '%s': utterance offsets must increase from 0 to T = %" PRId64 ", but "
-                      "entry %" PRId64 " is %" PRId64 " after %" PRId64, c->npy_offsets, T, u + 1, v,
-                      prev);
+                      "entry %" PRId64 " is %" PRId64 " after %" PRId64,
+                      c->npy_offsets, T, u + 1, v, prev);
     }
     if (off[u + 1] == off[u]) {
       char key[64];
       snprintf(key, sizeof key, "utt-%0*lld", w & 31, (long long)u);
-      if (bad_utt(c, BAD_EMPTY, key, "offsets in '%s' give it no frames (entries %" PRId64
-                  " and %" PRId64 " are both %" PRId64 ")", c->npy_offsets, u, u + 1, off[u])) {
+      if (bad_utt(c, BAD_EMPTY, key,
+                  "offsets in '%s' give it no frames (entries %" PRId64 " and %" PRId64
+                  " are both %" PRId64 ")",
+                  c->npy_offsets, u, u + 1, off[u])) {
         free(off);
         return 1;
       }
@@ -392,12 +427,13 @@ static int load_utt(ctx *c, int64_t i, const char *key, ngt_err *err) {
   int rc = ngt_kaldi_reader_read_at(c->ra, u->file, u->offset, key, 1, &e, err);
   if (rc) return rc;
   if (e.mat.rows < u->row0 + T || e.mat.cols < u->col0 + c->D)
-    return ngt_err_set(err, NGT_EFORMAT, "utterance '%s' in '%s' (byte %" PRId64 ") is now %d x "
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "utterance '%s' in '%s' (byte %" PRId64 ") is now %d x "
                        "%d, it was at least %" PRId64 " x %d in the first pass; was the archive "
-                       "rewritten while mkshards ran?", key, u->file, u->offset, e.mat.rows,
-                       e.mat.cols, u->row0 + T, c->D);
-  ngt_mat src = ngt_mat_view(e.mat.data + (size_t)u->row0 * (size_t)e.mat.stride + u->col0,
-                             (int)T, c->D, e.mat.stride);
+                       "rewritten while mkshards ran?",
+                       key, u->file, u->offset, e.mat.rows, e.mat.cols, u->row0 + T, c->D);
+  ngt_mat src = ngt_mat_view(e.mat.data + (size_t)u->row0 * (size_t)e.mat.stride + u->col0, (int)T,
+                             c->D, e.mat.stride);
   ngt_mat dst = ngt_mat_view(c->x, (int)T, c->D, c->D);
   ngt_mat_copy(dst, src);
   const int32_t *lab;
@@ -405,8 +441,10 @@ static int load_utt(ctx *c, int64_t i, const char *key, ngt_err *err) {
   int g = ngt_kaldi_ali_get(c->ali, key, &lab, &n, err);
   if (g < 0) return g;
   if (g == 0 || n < T)
-    return ngt_err_set(err, NGT_EFORMAT, "alignments '%s': utterance '%s' changed between the "
-                       "two passes", ngt_kaldi_ali_path(c->ali), key);
+    return ngt_err_set(err, NGT_EFORMAT,
+                       "alignments '%s': utterance '%s' changed between the "
+                       "two passes",
+                       ngt_kaldi_ali_path(c->ali), key);
   memcpy(c->labels, lab, sizeof(int32_t) * (size_t)T);
   return 0;
 }
@@ -423,8 +461,10 @@ static void cmn(float *x, int64_t T, int D, double *mean) {
 static void remove_written(ctx *c) {
   for (int i = 0; i < c->n_written; i++) unlink(c->written[i]);
   if (c->n_written)
-    fprintf(stderr, "mkshards: removed the %d file(s) this run had already written, so no "
-            "partial set of shards is left behind\n", c->n_written);
+    fprintf(stderr,
+            "mkshards: removed the %d file(s) this run had already written, so no "
+            "partial set of shards is left behind\n",
+            c->n_written);
   c->n_written = 0;
 }
 
@@ -482,15 +522,18 @@ static int write_shard(ctx *c, const char *path, const int64_t *list, int64_t n,
     if (ngt_now() - t_last > 10) {
       t_last = ngt_now();
       double el = t_last - t_start;
-      fprintf(stderr, "mkshards: %s: %" PRId64 "/%" PRId64 " utterances; %" PRId64 "/%" PRId64
-              " frames overall (%.0f frames/s)\n", what, k + 1, n, *frames_done, frames_total,
+      fprintf(stderr,
+              "mkshards: %s: %" PRId64 "/%" PRId64 " utterances; %" PRId64 "/%" PRId64
+              " frames overall (%.0f frames/s)\n",
+              what, k + 1, n, *frames_done, frames_total,
               el > 0 ? (double)*frames_done / el : 0.0);
     }
   }
   if (st->utts == 0) {
     ngt_shard_writer_abort(w);
     return ngt_fail("%s '%s' would hold no utterances (all of its utterances were skipped); use "
-                    "fewer shards", what, path);
+                    "fewer shards",
+                    what, path);
   }
   if (ngt_shard_writer_commit(w, &err)) return ngt_fail("%s", err.msg);
   note_written(c, path);
@@ -584,7 +627,9 @@ static void heap_down(int64_t *fr, int *h, int n, int i) {
     if (l < n && (fr[h[l]] < fr[h[m]] || (fr[h[l]] == fr[h[m]] && h[l] < h[m]))) m = l;
     if (r < n && (fr[h[r]] < fr[h[m]] || (fr[h[r]] == fr[h[m]] && h[r] < h[m]))) m = r;
     if (m == i) return;
-    int t = h[i]; h[i] = h[m]; h[m] = t;
+    int t = h[i];
+    h[i] = h[m];
+    h[m] = t;
     i = m;
   }
 }
@@ -608,7 +653,8 @@ static int run(ctx *c) {
     C = c->max_label + 1;
     ngt_warn("--num-classes not given: using the largest class seen + 1 = %d; pass the "
              "model's number of pdfs (tree-info / am-info) so classes never seen in this data "
-             "still get an output", C);
+             "still get an output",
+             C);
   }
   /* shuffle and split */
   int64_t U = c->U;
@@ -623,13 +669,15 @@ static int run(ctx *c) {
   if (H >= U) {
     free(order);
     return ngt_fail("the held-out set (%" PRId64 " utterances) would take all %" PRId64 " usable "
-                    "utterances; lower --heldout-utts / --heldout-fraction", H, U);
+                    "utterances; lower --heldout-utts / --heldout-fraction",
+                    H, U);
   }
   int N = c->num_shards;
   if (N > U - H) {
     free(order);
     return ngt_fail("--num-shards=%d but only %" PRId64 " training utterances; use at most that "
-                    "many shards", N, U - H);
+                    "many shards",
+                    N, U - H);
   }
   /* greedy balance in shuffled order: each utterance to the shard with the fewest frames */
   int64_t *fr = calloc((size_t)N, sizeof *fr);
@@ -697,7 +745,13 @@ static int run(ctx *c) {
                      frames_total);
   }
   if (!rc) rc = write_counts_priors(c, C);
-  free(fr); free(heap); free(shard_of); free(start); free(list); free(order); free(mean_ws);
+  free(fr);
+  free(heap);
+  free(shard_of);
+  free(start);
+  free(list);
+  free(order);
+  free(mean_ws);
   if (rc) {
     remove_written(c);
     return rc;
@@ -706,7 +760,8 @@ static int run(ctx *c) {
   shard_path(c, N, N, path, sizeof path);
   if (access(path, F_OK) == 0)
     ngt_warn("'%s' exists from an earlier run with more shards; remove it, or a glob over "
-             "PREFIX-*.h5 will include it", path);
+             "PREFIX-*.h5 will include it",
+             path);
   /* summary */
   skipped = 0;
   for (int b = 0; b < BAD_N; b++) skipped += c->bad[b];
@@ -714,13 +769,19 @@ static int run(ctx *c) {
   int kmin = 0, kmax = 0;
   for (int k = 0; k < C; k++) {
     if (c->counts[k] == 0) unseen++;
-    if (c->counts[k] < cmin) { cmin = c->counts[k]; kmin = k; }
-    if (c->counts[k] > cmax) { cmax = c->counts[k]; kmax = k; }
+    if (c->counts[k] < cmin) {
+      cmin = c->counts[k];
+      kmin = k;
+    }
+    if (c->counts[k] > cmax) {
+      cmax = c->counts[k];
+      kmax = k;
+    }
   }
   double el = ngt_now() - t0;
   printf("mkshards: wrote %d shard%s (%s%s%s)%s%s in %.1f s\n", N, N > 1 ? "s" : "", first,
-         N > 1 ? " .. " : "", N > 1 ? last : "", H > 0 ? " and held-out " : "",
-         H > 0 ? hpath : "", el);
+         N > 1 ? " .. " : "", N > 1 ? last : "", H > 0 ? " and held-out " : "", H > 0 ? hpath : "",
+         el);
   printf("  utterances: %" PRId64 " train, %" PRId64 " held-out, %" PRId64 " skipped", train_utts,
          hst.utts, skipped);
   if (skipped) {
@@ -733,16 +794,16 @@ static int run(ctx *c) {
     printf(")");
   }
   printf("\n  frames:     %" PRId64 " train (per shard %" PRId64 " .. %" PRId64 "), %" PRId64
-         " held-out\n", train_frames, minf, maxf, hst.frames);
+         " held-out\n",
+         train_frames, minf, maxf, hst.frames);
   printf("  feat_dim:   %d%s\n", c->D, c->cmn ? " (per-utterance mean normalized)" : "");
   printf("  classes:    %d%s; frames per class min %" PRId64 " (class %d), max %" PRId64
-         " (class %d); %" PRId64 " class%s never seen\n", C,
-         c->num_classes > 0 ? "" : " (largest seen + 1)", cmin, kmin, cmax, kmax, unseen,
+         " (class %d); %" PRId64 " class%s never seen\n",
+         C, c->num_classes > 0 ? "" : " (largest seen + 1)", cmin, kmin, cmax, kmax, unseen,
          unseen == 1 ? "" : "es");
   if (c->write_counts) printf("  counts:     %s\n", c->write_counts);
   if (c->write_priors) printf("  priors:     %s\n", c->write_priors);
-  if (H > 0)
-    printf("  train with: --train='%s-[0-9]*.h5' --valid=%s\n", c->out, hpath);
+  if (H > 0) printf("  train with: --train='%s-[0-9]*.h5' --valid=%s\n", c->out, hpath);
   else
     printf("  train with: --train='%s-[0-9]*.h5'\n", c->out);
   return 0;
@@ -757,7 +818,8 @@ int main(int argc, char **argv) {
   c.max_label = -1;
   ngt_opt table[] = {
       {"feats", NGT_OPT_STRING, &c.feats, "Kaldi features: ark:FILE, scp:FILE or a path", 0},
-      {"ali", NGT_OPT_STRING, &c.ali_path, "alignments, 'utt pdf pdf ...' per line (ali-to-pdf)", 0},
+      {"ali", NGT_OPT_STRING, &c.ali_path, "alignments, 'utt pdf pdf ...' per line (ali-to-pdf)",
+       0},
       {"npy-feats", NGT_OPT_STRING, &c.npy_feats, "NumPy features [T, D]", 0},
       {"npy-labels", NGT_OPT_STRING, &c.npy_labels, "NumPy labels [T] (integers)", 0},
       {"npy-utt-offsets", NGT_OPT_STRING, &c.npy_offsets,
@@ -788,20 +850,39 @@ int main(int argc, char **argv) {
   if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &ret)) return ret;
   ret = 1;
   int kaldi = c.feats || c.ali_path, npy = c.npy_feats || c.npy_labels || c.npy_offsets;
-  if (kaldi && npy) { ngt_fail("give either --feats/--ali or --npy-*, not both"); goto out; }
-  if (!kaldi && !npy) { ngt_fail("no input: give --feats and --ali, or --npy-feats and --npy-labels"); goto out; }
+  if (kaldi && npy) {
+    ngt_fail("give either --feats/--ali or --npy-*, not both");
+    goto out;
+  }
+  if (!kaldi && !npy) {
+    ngt_fail("no input: give --feats and --ali, or --npy-feats and --npy-labels");
+    goto out;
+  }
   if (kaldi && (!c.feats || !c.ali_path)) {
-    ngt_fail("Kaldi input needs both --feats and --ali (got only %s)", c.feats ? "--feats" : "--ali");
+    ngt_fail("Kaldi input needs both --feats and --ali (got only %s)",
+             c.feats ? "--feats" : "--ali");
     goto out;
   }
   if (npy && (!c.npy_feats || !c.npy_labels)) {
     ngt_fail("NumPy input needs --npy-feats and --npy-labels");
     goto out;
   }
-  if (!c.out || !*c.out) { ngt_fail("--out=PREFIX is required (e.g. --out=shards/train)"); goto out; }
-  if (c.num_shards < 1) { ngt_fail("--num-shards=%d must be >= 1", c.num_shards); goto out; }
-  if (c.num_classes < 0) { ngt_fail("--num-classes=%d must be >= 0", c.num_classes); goto out; }
-  if (c.heldout_utts < 0) { ngt_fail("--heldout-utts=%d must be >= 0", c.heldout_utts); goto out; }
+  if (!c.out || !*c.out) {
+    ngt_fail("--out=PREFIX is required (e.g. --out=shards/train)");
+    goto out;
+  }
+  if (c.num_shards < 1) {
+    ngt_fail("--num-shards=%d must be >= 1", c.num_shards);
+    goto out;
+  }
+  if (c.num_classes < 0) {
+    ngt_fail("--num-classes=%d must be >= 0", c.num_classes);
+    goto out;
+  }
+  if (c.heldout_utts < 0) {
+    ngt_fail("--heldout-utts=%d must be >= 0", c.heldout_utts);
+    goto out;
+  }
   if (c.heldout_fraction < 0 || c.heldout_fraction >= 1) {
     ngt_fail("--heldout-fraction=%g must be in [0, 1)", c.heldout_fraction);
     goto out;
@@ -814,8 +895,14 @@ int main(int argc, char **argv) {
     ngt_fail("--compress-level=%d must be 1..9", c.compress_level);
     goto out;
   }
-  if (c.chunk_frames < 1) { ngt_fail("--chunk-frames must be >= 1"); goto out; }
-  if (c.length_tolerance < 0) { ngt_fail("--length-tolerance must be >= 0"); goto out; }
+  if (c.chunk_frames < 1) {
+    ngt_fail("--chunk-frames must be >= 1");
+    goto out;
+  }
+  if (c.length_tolerance < 0) {
+    ngt_fail("--length-tolerance must be >= 0");
+    goto out;
+  }
   c.mode = kaldi ? SRC_KALDI : SRC_NPY;
   ret = run(&c);
 out:

@@ -23,19 +23,22 @@ static const ngt_tool tool = {
     "nneval [options] model.h5 shard.h5|'glob' [more shards]",
     "nneval exp/demo/final.h5 data/dev.h5\n"
     "nneval --max-frames=20000 exp/run1/final.h5 'shards/train-*.h5'",
-    NULL, 2, -1};
+    NULL,
+    2,
+    -1};
 
 int main(int argc, char **argv) {
   int64_t max_frames = 0;
   int mb = 512;
   uint64_t seed = 0;
   const char *precision = "auto";
-  ngt_opt table[] = {
-      {"max-frames", NGT_OPT_INT64, &max_frames, "evaluate a seeded random subset of this many frames (0 = all)", 0},
-      {"minibatch-size", NGT_OPT_INT, &mb, "frames per forward pass", 0},
-      {"seed", NGT_OPT_UINT64, &seed, "seed of the subset", 0},
-      {"precision", NGT_OPT_STRING, &precision, "GEMM precision: auto, fp32 or bf16", 0},
-      {0, 0, 0, 0, 0}};
+  ngt_opt table[] = {{"max-frames", NGT_OPT_INT64, &max_frames,
+                      "evaluate a seeded random subset of this many frames (0 = all)", 0},
+                     {"minibatch-size", NGT_OPT_INT, &mb, "frames per forward pass", 0},
+                     {"seed", NGT_OPT_UINT64, &seed, "seed of the subset", 0},
+                     {"precision", NGT_OPT_STRING, &precision,
+                      "GEMM precision: auto, fp32 or bf16", 0},
+                     {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
   if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
@@ -78,11 +81,13 @@ int main(int argc, char **argv) {
   int64_t *cnt = calloc((size_t)fs->num_classes, sizeof(int64_t)), maxc = 0;
   if (!cnt) ngt_die("out of memory");
   for (int64_t i = 0; i < fs->n_sel; i++) cnt[fs->labels[fs->frame[i]]]++;
-  for (int k = 0; k < fs->num_classes; k++) if (cnt[k] > maxc) maxc = cnt[k];
+  for (int k = 0; k < fs->num_classes; k++)
+    if (cnt[k] > maxc) maxc = cnt[k];
   free(cnt);
   printf("nneval: %s on %d shard(s), %" PRId64 " frames: objective %.5f per frame, frame accuracy "
-         "%.2f%% (majority-class baseline %.2f%%)\n", pos[0], np, r.frames, r.objective,
-         100.0 * r.accuracy, r.frames ? 100.0 * (double)maxc / (double)r.frames : 0.0);
+         "%.2f%% (majority-class baseline %.2f%%)\n",
+         pos[0], np, r.frames, r.objective, 100.0 * r.accuracy,
+         r.frames ? 100.0 * (double)maxc / (double)r.frames : 0.0);
   ngt_frameset_free(fs);
   ngt_paths_free(paths, np);
   ngt_nnet_free(net);

@@ -59,8 +59,9 @@ static const ngt_tool tool = {
     "  latgen-faster-mapped --acoustic-scale=0.1 --word-symbol-table=words.txt \\\n"
     "  final.mdl HCLG.fst ark:- 'ark:|gzip -c > lat.1.gz'\n"
     "nnforward exp/run1/final.h5 'shards/dev-*.h5' exp/run1/dev_logpost.h5",
-    NULL, 3, 3};
-
+    NULL,
+    3,
+    3};
 
 /* ---------------------------------------------------------------------------------- */
 /* HDF5 output, streamed: /logprobs grows by utterance; offsets and ids at the end.      */
@@ -69,9 +70,9 @@ typedef struct h5out {
   char *path, *tmp;
   hid_t f, d;
   int C;
-  int64_t T;                 /* frames written */
-  int64_t *offs;             /* (U+1) */
-  char **ids;                /* (U) */
+  int64_t T;     /* frames written */
+  int64_t *offs; /* (U+1) */
+  char **ids;    /* (U) */
   size_t U, cap;
 } h5out;
 
@@ -81,7 +82,10 @@ static void h5out_abort(h5out *o) {
   if (o->f >= 0) H5Fclose(o->f);
   if (o->tmp) unlink(o->tmp);
   for (size_t u = 0; u < o->U; u++) free(o->ids[u]);
-  free(o->ids); free(o->offs); free(o->path); free(o->tmp);
+  free(o->ids);
+  free(o->offs);
+  free(o->path);
+  free(o->tmp);
   free(o);
 }
 
@@ -111,14 +115,17 @@ static int h5out_open(const char *path, int C, h5out **out, ngt_err *err) {
     free(o->tmp);
     o->tmp = NULL;
     h5out_abort(o);
-    return ngt_err_set(err, NGT_EIO, "cannot create '%s' (does the directory exist and is it "
-                       "writable?)", tmp);
+    return ngt_err_set(err, NGT_EIO,
+                       "cannot create '%s' (does the directory exist and is it "
+                       "writable?)",
+                       tmp);
   }
   /* chunks of about 1 MB: whole rows */
   hsize_t rows = (hsize_t)((1 << 18) / C);
   if (rows < 1) rows = 1;
   if (rows > 4096) rows = 4096;
-  hsize_t dims[2] = {0, (hsize_t)C}, maxd[2] = {H5S_UNLIMITED, (hsize_t)C}, ch[2] = {rows, (hsize_t)C};
+  hsize_t dims[2] = {0, (hsize_t)C}, maxd[2] = {H5S_UNLIMITED, (hsize_t)C},
+          ch[2] = {rows, (hsize_t)C};
   hid_t s = H5Screate_simple(2, dims, maxd), p = H5Pcreate(H5P_DATASET_CREATE);
   if (s >= 0 && p >= 0 && H5Pset_chunk(p, 2, ch) >= 0 && H5Pset_obj_track_times(p, 0) >= 0)
     o->d = H5Dcreate2(o->f, "logprobs", H5T_IEEE_F32LE, s, H5P_DEFAULT, p, H5P_DEFAULT);
@@ -216,9 +223,10 @@ typedef struct fwd {
   const ngt_nnet *net;
   ngt_nnet_ws *ws;
   int mb;
-  ngt_mat X;                 /* (mb, input_dim) spliced frames */
-  float *out; size_t out_cap;/* (T, C) of the current utterance */
-  float *log_prior;          /* (C) or NULL */
+  ngt_mat X; /* (mb, input_dim) spliced frames */
+  float *out;
+  size_t out_cap;   /* (T, C) of the current utterance */
+  float *log_prior; /* (C) or NULL */
   ngt_kaldi_writer *ark;
   h5out *h5;
   int64_t utts, frames, empty;
@@ -230,13 +238,17 @@ static int forward_utt(fwd *F, const char *key, const float *feats, int64_t T, n
   const ngt_nnet *net = F->net;
   const int D = net->feat_dim, C = net->num_classes, L = net->ctx_left, R = net->ctx_right;
   if (T > INT_MAX)
-    return ngt_err_set(err, NGT_EINVAL, "utterance '%s' has %" PRId64 " frames, more than one "
-                       "output matrix can hold", key, T);
+    return ngt_err_set(err, NGT_EINVAL,
+                       "utterance '%s' has %" PRId64 " frames, more than one "
+                       "output matrix can hold",
+                       key, T);
   size_t need = (size_t)T * (size_t)C;
   if (need > F->out_cap) {
     float *no = realloc(F->out, sizeof(float) * need);
-    if (!no) return ngt_err_set(err, NGT_ENOMEM, "out of memory for utterance '%s' (%" PRId64
-                                " frames x %d classes)", key, T, C);
+    if (!no)
+      return ngt_err_set(err, NGT_ENOMEM,
+                         "out of memory for utterance '%s' (%" PRId64 " frames x %d classes)", key,
+                         T, C);
     F->out = no;
     F->out_cap = need;
   }
@@ -290,8 +302,8 @@ static int run_kaldi(fwd *F, const char *spec) {
     }
     if (e.mat.cols != F->net->feat_dim) {
       rc = ngt_fail("utterance '%s' in '%s' has %d-dimensional features but the model expects %d "
-                    "(same features as in training? same --cmn?)", e.key, e.file, e.mat.cols,
-                    F->net->feat_dim);
+                    "(same features as in training? same --cmn?)",
+                    e.key, e.file, e.mat.cols, F->net->feat_dim);
       break;
     }
     if (forward_utt(F, e.key, e.mat.data, e.mat.rows, &err)) {
@@ -314,7 +326,10 @@ static int run_shards(fwd *F, const char *pattern) {
   size_t cap = 0;
   for (int p = 0; p < np && !rc; p++) {
     ngt_shard *sh;
-    if (ngt_shard_open(paths[p], &sh, &err)) { rc = ngt_fail("%s", err.msg); break; }
+    if (ngt_shard_open(paths[p], &sh, &err)) {
+      rc = ngt_fail("%s", err.msg);
+      break;
+    }
     if (sh->feat_dim != F->net->feat_dim) {
       rc = ngt_fail("shard '%s' has feat_dim %d but the model expects %d", paths[p], sh->feat_dim,
                     F->net->feat_dim);
@@ -341,14 +356,21 @@ static int run_shards(fwd *F, const char *pattern) {
       size_t need = (size_t)T * (size_t)sh->feat_dim;
       if (need > cap) {
         float *nf = realloc(feats, sizeof(float) * need);
-        if (!nf) { rc = ngt_fail("out of memory"); break; }
+        if (!nf) {
+          rc = ngt_fail("out of memory");
+          break;
+        }
         feats = nf;
         cap = need;
       }
-      if (ngt_shard_read(sh, s, T, feats, NULL, &err)) { rc = ngt_fail("%s", err.msg); break; }
+      if (ngt_shard_read(sh, s, T, feats, NULL, &err)) {
+        rc = ngt_fail("%s", err.msg);
+        break;
+      }
       char key[512];
       if (ids && ids[u][0]) snprintf(key, sizeof key, "%s", ids[u]);
-      else snprintf(key, sizeof key, "%s-%06" PRId64, base, u);
+      else
+        snprintf(key, sizeof key, "%s-%06" PRId64, base, u);
       if (forward_utt(F, key, feats, T, &err)) rc = ngt_fail("%s", err.msg);
     }
     if (ids) ngt_shard_free_ids(ids, sh->num_utts);
@@ -369,14 +391,18 @@ int main(int argc, char **argv) {
       {"output-format", NGT_OPT_STRING, &format,
        "ark or h5 (default: h5 if the output name ends in .h5, else ark)", 0},
       {"minibatch-size", NGT_OPT_INT, &mb, "frames per forward pass", 0},
-      {"precision", NGT_OPT_STRING, &precision, "GEMM precision: fp32, bf16 or auto (bf16 where the CPU has it)", 0},
+      {"precision", NGT_OPT_STRING, &precision,
+       "GEMM precision: fp32, bf16 or auto (bf16 where the CPU has it)", 0},
       {0, 0, 0, 0, 0}};
   char **pos = NULL;
   int npos = 0, code = 0;
   ngt_err err = {0};
   if (ngt_opts_tool(&tool, table, argc, argv, &pos, &npos, &code)) return code;
   const char *model = pos[0], *input = pos[1], *output = pos[2];
-  if (mb < 1) { free(pos); return ngt_fail("--minibatch-size=%d must be >= 1", mb); }
+  if (mb < 1) {
+    free(pos);
+    return ngt_fail("--minibatch-size=%d must be >= 1", mb);
+  }
   int prec = NGT_PREC_AUTO;
   if (ngt_precision_parse(precision, &prec, &err) || ngt_engine_setup(prec, 1, &err)) {
     free(pos);
@@ -385,16 +411,25 @@ int main(int argc, char **argv) {
   int want_h5;
   size_t ol = strlen(output);
   if (!strcmp(format, "h5")) want_h5 = 1;
-  else if (!strcmp(format, "ark")) want_h5 = 0;
-  else if (!*format) want_h5 = ol > 3 && !strcmp(output + ol - 3, ".h5") && strncmp(output, "ark", 3);
-  else { free(pos); return ngt_fail("--output-format='%s': expected ark or h5", format); }
-  if (want_h5 && (!strncmp(output, "ark:", 4) || !strncmp(output, "ark,", 4) || !strcmp(output, "-"))) {
+  else if (!strcmp(format, "ark"))
+    want_h5 = 0;
+  else if (!*format)
+    want_h5 = ol > 3 && !strcmp(output + ol - 3, ".h5") && strncmp(output, "ark", 3);
+  else {
+    free(pos);
+    return ngt_fail("--output-format='%s': expected ark or h5", format);
+  }
+  if (want_h5 &&
+      (!strncmp(output, "ark:", 4) || !strncmp(output, "ark,", 4) || !strcmp(output, "-"))) {
     free(pos);
     return ngt_fail("--output-format=h5 needs a file name, not '%s'", output);
   }
 
   ngt_nnet *net = NULL;
-  if (ngt_nnet_load(model, &net, &err)) { free(pos); return ngt_fail("%s", err.msg); }
+  if (ngt_nnet_load(model, &net, &err)) {
+    free(pos);
+    return ngt_fail("%s", err.msg);
+  }
   fwd F;
   memset(&F, 0, sizeof F);
   F.net = net;
@@ -408,11 +443,17 @@ int main(int argc, char **argv) {
       goto out_net;
     }
     F.log_prior = malloc(sizeof(float) * (size_t)net->num_classes);
-    if (!F.log_prior) { rc = ngt_fail("out of memory"); goto out_net; }
+    if (!F.log_prior) {
+      rc = ngt_fail("out of memory");
+      goto out_net;
+    }
     int floored = 0;
     for (int c = 0; c < net->num_classes; c++) {
       double p = net->priors[c];
-      if (!(p >= LOG_PRIOR_FLOOR)) { p = LOG_PRIOR_FLOOR; floored++; }
+      if (!(p >= LOG_PRIOR_FLOOR)) {
+        p = LOG_PRIOR_FLOOR;
+        floored++;
+      }
       F.log_prior[c] = (float)log(p);
     }
     if (floored)
@@ -422,13 +463,20 @@ int main(int argc, char **argv) {
   F.ws = ngt_nnet_ws_new(net, mb);
   F.X = ngt_mat_alloc(mb, net->input_dim);
   if (want_h5) {
-    if (h5out_open(output, net->num_classes, &F.h5, &err)) { rc = ngt_fail("%s", err.msg); goto out_ws; }
+    if (h5out_open(output, net->num_classes, &F.h5, &err)) {
+      rc = ngt_fail("%s", err.msg);
+      goto out_ws;
+    }
   } else {
-    if (ngt_kaldi_writer_open(output, &F.ark, &err)) { rc = ngt_fail("%s", err.msg); goto out_ws; }
+    if (ngt_kaldi_writer_open(output, &F.ark, &err)) {
+      rc = ngt_fail("%s", err.msg);
+      goto out_ws;
+    }
   }
   F.t0 = F.t_last = ngt_now();
   rc = is_kaldi_spec(input) ? run_kaldi(&F, input) : run_shards(&F, input);
-  if (!rc && F.utts == 0) rc = ngt_fail("'%s' holds no utterances with frames; nothing written", input);
+  if (!rc && F.utts == 0)
+    rc = ngt_fail("'%s' holds no utterances with frames; nothing written", input);
   if (rc) {
     ngt_kaldi_writer_abort(F.ark);
     h5out_abort(F.h5);
@@ -441,7 +489,8 @@ int main(int argc, char **argv) {
   }
   {
     double el = ngt_now() - F.t0;
-    fprintf(stderr, "nnforward: wrote %s of %" PRId64 " utterances, %" PRId64 " frames x %d "
+    fprintf(stderr,
+            "nnforward: wrote %s of %" PRId64 " utterances, %" PRId64 " frames x %d "
             "classes to %s in %.1f s (%.0f frames/s)%s\n",
             apply_priors ? "log-likelihoods" : "log-posteriors", F.utts, F.frames,
             net->num_classes, output, el, el > 0 ? (double)F.frames / el : 0.0,

@@ -31,7 +31,9 @@ static const ngt_tool tool = {
     "nninfo MODEL.h5|CONFIG.cfg",
     "nninfo exp/run1/final.h5\n"
     "nninfo data/nnet-small.cfg",
-    NULL, 1, 1};
+    NULL,
+    1,
+    1};
 
 static int ends_with(const char *s, const char *suf) {
   size_t n = strlen(s), m = strlen(suf);
@@ -41,21 +43,23 @@ static int ends_with(const char *s, const char *suf) {
 /* A configured value, or Kaldi's default for this layer marked with '*'. */
 static void fmt_int_or_default(char *buf, size_t n, long long v, int is_set, long long dflt) {
   if (is_set) snprintf(buf, n, "%lld", v);
-  else snprintf(buf, n, "%lld*", dflt);
+  else
+    snprintf(buf, n, "%lld*", dflt);
 }
 static int min_int(int a, int b) { return a < b ? a : b; }
 
 static void print_components(const ngt_nnet *net) {
   printf("components:\n");
   printf("  %3s %5s  %-11s %-16s %10s %6s %6s  %-7s %7s %8s %6s %7s %7s\n", "#", "layer", "type",
-         "    in -> out", "params", "max-ch", "lr-f", "ng", "rank-in", "rank-out", "upd-p",
-         "nsh", "alpha");
+         "    in -> out", "params", "max-ch", "lr-f", "ng", "rank-in", "rank-out", "upd-p", "nsh",
+         "alpha");
   for (int c = 0; c < net->num_comps; c++) {
     const ngt_comp *cp = &net->comps[c];
     char dims[48], type[32];
     snprintf(dims, sizeof dims, "%6d -> %-6d", cp->in_dim, cp->out_dim);
     if (cp->type == NGT_COMP_PNORM) snprintf(type, sizeof type, "pnorm/%d", cp->group);
-    else snprintf(type, sizeof type, "%s", ngt_comp_type_name(cp->type));
+    else
+      snprintf(type, sizeof type, "%s", ngt_comp_type_name(cp->type));
     if (cp->type != NGT_COMP_AFFINE) {
       printf("  %3d %5d  %-11s %-16s %10s %6s %6s  %-7s %7s %8s %6s %7s %7s\n", c, cp->layer, type,
              dims, "-", "-", "-", "-", "-", "-", "-", "-", "-");
@@ -65,17 +69,21 @@ static void print_components(const ngt_nnet *net) {
     char mc[16], lr[16], ri[16], ro[16], up[16], nsh[24], al[24];
     const char *ng = cp->ng.use_ng < 0 ? "true*" : cp->ng.use_ng ? "true" : "false";
     if (cp->max_change > 0) snprintf(mc, sizeof mc, "%g", (double)cp->max_change);
-    else snprintf(mc, sizeof mc, "off");
+    else
+      snprintf(mc, sizeof mc, "off");
     snprintf(lr, sizeof lr, "%g", (double)cp->lr_factor);
     fmt_int_or_default(ri, sizeof ri, cp->ng.rank_in, cp->ng.rank_in > 0,
                        min_int(20, (cp->in_dim + 1) / 2));
     fmt_int_or_default(ro, sizeof ro, cp->ng.rank_out, cp->ng.rank_out > 0,
                        min_int(80, (cp->out_dim + 1) / 2));
     fmt_int_or_default(up, sizeof up, cp->ng.update_period, cp->ng.update_period > 0, 4);
-    if (cp->ng.num_samples_history > 0) snprintf(nsh, sizeof nsh, "%g", cp->ng.num_samples_history);
-    else snprintf(nsh, sizeof nsh, "2000*");
+    if (cp->ng.num_samples_history > 0)
+      snprintf(nsh, sizeof nsh, "%g", cp->ng.num_samples_history);
+    else
+      snprintf(nsh, sizeof nsh, "2000*");
     if (cp->ng.alpha >= 0) snprintf(al, sizeof al, "%g", cp->ng.alpha);
-    else snprintf(al, sizeof al, "4*");
+    else
+      snprintf(al, sizeof al, "4*");
     printf("  %3d %5d  %-11s %-16s %10zu %6s %6s  %-7s %7s %8s %6s %7s %7s\n", c, cp->layer, type,
            dims, np, mc, lr, ng, ri, ro, up, nsh, al);
   }
@@ -101,7 +109,10 @@ static herr_t list_blob(hid_t g, const char *name, const H5L_info_t *info, void 
   H5T_class_t cls = H5Tget_class(t);
   size_t sz = H5Tget_size(t);
   char tn[32];
-  snprintf(tn, sizeof tn, "%s%zu", cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "other",
+  snprintf(tn, sizeof tn, "%s%zu",
+           cls == H5T_FLOAT     ? "float"
+           : cls == H5T_INTEGER ? "int"
+                                : "other",
            sz * 8);
   long long n = (long long)H5Sget_simple_extent_npoints(sp);
   printf("  %-24s %-8s %12lld elements\n", name, tn, n);
@@ -164,7 +175,8 @@ int main(int argc, char **argv) {
   int is_model = is_h5 > 0 || ends_with(path, ".h5") || ends_with(path, ".hdf5");
   ngt_nnet *net = NULL;
   ngt_err err = {0};
-  int rc = is_model ? ngt_nnet_load(path, &net, &err) : ngt_nnet_from_config_file(path, &net, &err);
+  int rc = is_model ? ngt_nnet_load(path, &net, &err)
+                    : ngt_nnet_from_config_file(path, &net, &err);
   if (rc) return ngt_fail("%s", err.msg);
 
   printf("%s: %s\n", is_model ? "model" : "config", path);

@@ -14,7 +14,8 @@ for p in python3-numpy python3-h5py flite festival festvox-kallpc16k \
   dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need
+  # shellcheck disable=SC2086  # a list of package names, split on purpose
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need; }
 fi
 if [ ! -x "$repo/build/mkshards" ]; then
   [ -d "$repo/build" ] || meson setup "$repo/build" "$repo" --buildtype=release

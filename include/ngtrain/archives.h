@@ -49,12 +49,12 @@ int64_t ngt_archives_unit_for(int64_t total_frames, int64_t num_archives, int64_
 
 /* utt_offsets[s] has num_utts[s] + 1 entries (shard.h); copied. seed: the data seed. */
 int ngt_archives_new(int n_shards, const int64_t *const *utt_offsets, const int64_t *num_utts,
-                     int64_t num_archives, int64_t unit_frames, uint64_t seed,
-                     ngt_archives **out, ngt_err *err);
-void ngt_archives_free(ngt_archives *a); /* NULL-tolerant */
-int64_t ngt_archives_num(const ngt_archives *a);           /* A */
-int64_t ngt_archives_total_frames(const ngt_archives *a);  /* T */
-int64_t ngt_archives_max_unit(const ngt_archives *a);      /* frames in the largest unit */
+                     int64_t num_archives, int64_t unit_frames, uint64_t seed, ngt_archives **out,
+                     ngt_err *err);
+void ngt_archives_free(ngt_archives *a);                  /* NULL-tolerant */
+int64_t ngt_archives_num(const ngt_archives *a);          /* A */
+int64_t ngt_archives_total_frames(const ngt_archives *a); /* T */
+int64_t ngt_archives_max_unit(const ngt_archives *a);     /* frames in the largest unit */
 int64_t ngt_archives_shard_frames(const ngt_archives *a, int s);
 /* Pieces of read g (g >= 0) in delivery order into *pieces (allocated; caller frees) and
  * *n; returns the frames of the read. Not thread-safe (caches the epoch's order). */

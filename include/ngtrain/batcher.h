@@ -45,13 +45,13 @@ void ngt_splice_frame(const float *feats, int D, int64_t s, int64_t e, int64_t t
                       float *out);
 
 typedef struct ngt_batcher_opts {
-  int ctx_left, ctx_right;  /* L, R >= 0 */
+  int ctx_left, ctx_right; /* L, R >= 0 */
   uint64_t seed;
-  int64_t shuffle_buffer;   /* max frames per chunk in memory; default 500000 */
-  int shuffle;              /* 1 (default) = seeded order above; 0 = file order */
-  int loop;                 /* 1 (default) = endless epochs; 0 = one pass, then got = 0 */
-  int prefetch;             /* 1 (default) = background reader thread */
-  int64_t num_archives;     /* > 0: archive mode (archives.h): the corpus of all the shards
+  int64_t shuffle_buffer; /* max frames per chunk in memory; default 500000 */
+  int shuffle;            /* 1 (default) = seeded order above; 0 = file order */
+  int loop;               /* 1 (default) = endless epochs; 0 = one pass, then got = 0 */
+  int prefetch;           /* 1 (default) = background reader thread */
+  int64_t num_archives;   /* > 0: archive mode (archives.h): the corpus of all the shards
                              * cut into this many archives, read as announced by
                              * ngt_batcher_archive_begin; 0 (default) = the order above */
 } ngt_batcher_opts;
@@ -64,7 +64,7 @@ typedef struct ngt_batcher ngt_batcher;
  * num_classes (error names both files and values). */
 int ngt_batcher_new(const char *const *paths, int n_paths, const ngt_batcher_opts *o,
                     ngt_batcher **out, ngt_err *err);
-void ngt_batcher_free(ngt_batcher *b); /* NULL-tolerant; joins the thread */
+void ngt_batcher_free(ngt_batcher *b);                  /* NULL-tolerant; joins the thread */
 int64_t ngt_batcher_total_frames(const ngt_batcher *b); /* frames in one epoch */
 int ngt_batcher_feat_dim(const ngt_batcher *b);
 int ngt_batcher_num_classes(const ngt_batcher *b);
@@ -93,15 +93,15 @@ int ngt_batcher_archive_begin(ngt_batcher *b, int64_t g, int64_t g_next, ngt_err
 
 /* In-memory frames with utterance bounds. */
 typedef struct ngt_frameset {
-  int64_t n;            /* frames */
-  int feat_dim;         /* D */
+  int64_t n;    /* frames */
+  int feat_dim; /* D */
   int num_classes;
-  float *feats;         /* owned, n x D: the frames needed for splicing (see below) */
-  int32_t *labels;      /* owned, n */
-  int64_t *utt_start;   /* owned, n: first frame (index into feats) of the frame's utt */
-  int64_t *utt_end;     /* owned, n: one past the last frame of the frame's utt */
-  int64_t *frame;       /* owned, n_sel: index into feats of each selected frame */
-  int64_t n_sel;        /* frames selected (what evaluation iterates over) */
+  float *feats;       /* owned, n x D: the frames needed for splicing (see below) */
+  int32_t *labels;    /* owned, n */
+  int64_t *utt_start; /* owned, n: first frame (index into feats) of the frame's utt */
+  int64_t *utt_end;   /* owned, n: one past the last frame of the frame's utt */
+  int64_t *frame;     /* owned, n_sel: index into feats of each selected frame */
+  int64_t n_sel;      /* frames selected (what evaluation iterates over) */
 } ngt_frameset;
 
 /* Load shards into memory. If max_frames > 0 and the shards hold more frames, select

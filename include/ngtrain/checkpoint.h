@@ -40,22 +40,22 @@ typedef struct ngt_train_signature {
   double seed, ranks, samples_per_iter, num_epochs, initial_lrate, final_lrate;
   double jobs_initial, jobs_final, jobs_step, minibatch, max_param_change;
   double natural_gradient, preconditioner, config, train, bmuf;
-  double data_placement;      /* 0 shared, 1 local */
+  double data_placement; /* 0 shared, 1 local */
 } ngt_train_signature;
 
 /* The summary of one iteration (what metrics.jsonl and the log line print). */
 typedef struct ngt_train_metrics {
   double iter, jobs, lr;
-  double objective, accuracy, frames;       /* train objective and accuracy per frame */
+  double objective, accuracy, frames; /* train objective and accuracy per frame */
   double seconds, compute_s, data_wait_s, comm_s, avg_s;
-  double max_change, max_param_change;      /* fractions of component updates / steps */
-  double refused, accepted, epoch;          /* epoch reached after the iteration */
+  double max_change, max_param_change; /* fractions of component updates / steps */
+  double refused, accepted, epoch;     /* epoch reached after the iteration */
 } ngt_train_metrics;
 
 /* One named double of a struct above: for storage order and for printing. */
 typedef struct ngt_field {
-  const char *name;  /* the option or metric name (signature: the option that differs) */
-  size_t offset;     /* offsetof in the struct */
+  const char *name; /* the option or metric name (signature: the option that differs) */
+  size_t offset;    /* offsetof in the struct */
 } ngt_field;
 
 extern const ngt_field ngt_train_signature_fields[];
@@ -66,23 +66,23 @@ extern const int ngt_train_metrics_nfields;
 /* Everything besides the model that a resumed run needs. Arrays are owned by the state
  * (ngt_train_state_deinit frees them). */
 typedef struct ngt_train_state {
-  int64_t iter;               /* the model is the one after `iter` iterations */
+  int64_t iter; /* the model is the one after `iter` iterations */
   int64_t num_iters;
-  int num_workers;            /* W */
-  int64_t *positions;         /* [W] frames delivered by each worker's data stream */
+  int num_workers;    /* W */
+  int64_t *positions; /* [W] frames delivered by each worker's data stream */
   ngt_train_signature sig;
-  int have_pending;           /* pending holds the metrics of iteration iter-1 */
+  int have_pending; /* pending holds the metrics of iteration iter-1 */
   ngt_train_metrics pending;
-  size_t ng_doubles;          /* per worker; 0 = no NG state (plain SGD) */
-  double *ngstate;            /* [W x ng_doubles] or NULL */
-  size_t bmuf_n;              /* 0 unless BMUF: = num_params */
-  float *bmuf_delta;          /* [bmuf_n] or NULL */
-  int64_t num_archives;       /* A; 0 = local placement (positions are the data state) */
-  int64_t archives_done;      /* p_iter: archive reads handed out before iteration iter */
+  size_t ng_doubles;     /* per worker; 0 = no NG state (plain SGD) */
+  double *ngstate;       /* [W x ng_doubles] or NULL */
+  size_t bmuf_n;         /* 0 unless BMUF: = num_params */
+  float *bmuf_delta;     /* [bmuf_n] or NULL */
+  int64_t num_archives;  /* A; 0 = local placement (positions are the data state) */
+  int64_t archives_done; /* p_iter: archive reads handed out before iteration iter */
 } ngt_train_state;
 
 void ngt_train_state_init(ngt_train_state *st);
-void ngt_train_state_deinit(ngt_train_state *st);  /* frees the arrays; NULL-tolerant */
+void ngt_train_state_deinit(ngt_train_state *st); /* frees the arrays; NULL-tolerant */
 /* Allocate zeroed arrays for W workers, ng_doubles per worker, bmuf_n momentum floats. */
 void ngt_train_state_alloc(ngt_train_state *st, int W, size_t ng_doubles, size_t bmuf_n);
 

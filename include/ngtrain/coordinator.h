@@ -18,18 +18,18 @@ extern "C" {
 
 /* What acceptance needs to know of one job. */
 typedef struct ngt_job_result {
-  double obj;     /* sum of log p(label) over the job's frames */
-  double frames;  /* frames trained on */
-  int finite;     /* objective and parameters finite */
-  int active;     /* the rank ran a job this iteration */
+  double obj;    /* sum of log p(label) over the job's frames */
+  double frames; /* frames trained on */
+  int finite;    /* objective and parameters finite */
+  int active;    /* the rank ran a job this iteration */
 } ngt_job_result;
 
 typedef enum {
-  NGT_JOB_IDLE = 0,       /* no job (inactive, or no frames) */
+  NGT_JOB_IDLE = 0, /* no job (inactive, or no frames) */
   NGT_JOB_ACCEPTED = 1,
-  NGT_JOB_NOT_BEST = 2,   /* iteration 0: only the best job's model is taken */
-  NGT_JOB_NONFINITE = 3,  /* objective or parameters not finite */
-  NGT_JOB_BELOW_BEST = 4  /* objective per frame more than 1.0 below the best */
+  NGT_JOB_NOT_BEST = 2,  /* iteration 0: only the best job's model is taken */
+  NGT_JOB_NONFINITE = 3, /* objective or parameters not finite */
+  NGT_JOB_BELOW_BEST = 4 /* objective per frame more than 1.0 below the best */
 } ngt_job_verdict;
 
 /* §4.3: iteration 0 takes the best job (highest finite objective per frame; the first on

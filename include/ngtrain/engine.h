@@ -70,7 +70,10 @@ void ngt_bf16_row_avx512(uint16_t *d, const float *s, int n, float scale);
 int ngt_cpu_avx512bf16(void);
 void ngt_bf16_to_f32(float *dst, int ldd, const uint16_t *src, int lds, int rows, int cols);
 static inline float ngt_bf16_round(float x) {
-  union { float f; uint32_t u; } v = {x};
+  union {
+    float f;
+    uint32_t u;
+  } v = {x};
   if ((v.u & 0x7fffffffu) > 0x7f800000u) return x;
   v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u;
   return v.f;

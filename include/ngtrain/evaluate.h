@@ -15,8 +15,8 @@
 #include "ngtrain/nnet.h"
 
 typedef struct ngt_eval_result {
-  double objective;  /* average log p(label) per frame (Kaldi's "log-prob per frame") */
-  double accuracy;   /* fraction of frames whose argmax is the label */
+  double objective; /* average log p(label) per frame (Kaldi's "log-prob per frame") */
+  double accuracy;  /* fraction of frames whose argmax is the label */
   int64_t frames;
 } ngt_eval_result;
 

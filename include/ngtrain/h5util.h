@@ -62,12 +62,10 @@ int ngt_h5_attr_write_vstr(hid_t obj, const char *name, const char *v, const cha
  * fixed or variable-length string in either character set (*out malloc'd, caller frees). */
 int ngt_h5_attr_read_i64(hid_t obj, const char *name, long long *v, const char *file,
                          ngt_err *err);
-int ngt_h5_attr_read_u64(hid_t obj, const char *name, uint64_t *v, const char *file,
-                         ngt_err *err);
+int ngt_h5_attr_read_u64(hid_t obj, const char *name, uint64_t *v, const char *file, ngt_err *err);
 int ngt_h5_attr_read_double(hid_t obj, const char *name, double *v, const char *file,
                             ngt_err *err);
-int ngt_h5_attr_read_str(hid_t obj, const char *name, char **out, const char *file,
-                         ngt_err *err);
+int ngt_h5_attr_read_str(hid_t obj, const char *name, char **out, const char *file, ngt_err *err);
 
 /* XXH64 (Collet's xxHash, 64-bit) of n bytes with a seed. */
 uint64_t ngt_xxh64(const void *p, size_t n, uint64_t seed);
@@ -83,7 +81,8 @@ int ngt_h5_seal(hid_t obj, const void *data, size_t n, size_t es, const char *fi
  * a file from before checksums, or damage), NGT_EFORMAT with
  *   "'<file>': <obj> fails its checksum (stored 0x…, computed 0x…): the file is damaged"
  * otherwise (callers append what to do). */
-int ngt_h5_verify(hid_t obj, const void *data, size_t n, size_t es, const char *file, ngt_err *err);
+int ngt_h5_verify(hid_t obj, const void *data, size_t n, size_t es, const char *file,
+                  ngt_err *err);
 
 #ifdef __cplusplus
 }

@@ -56,16 +56,16 @@ typedef enum ngt_kaldi_format {
 
 /* One table entry, filled by ngt_kaldi_reader_next / ngt_kaldi_reader_read_at. */
 typedef struct ngt_kaldi_entry {
-  const char *key;   /* utterance id; owned by the reader, valid until its next call */
-  ngt_mat mat;       /* T x D, stride = D, owned by the reader (valid until its next call);
+  const char *key;  /* utterance id; owned by the reader, valid until its next call */
+  ngt_mat mat;      /* T x D, stride = D, owned by the reader (valid until its next call);
                         mat.data is NULL when the call was shape-only (with_data = 0) */
-  const char *file;  /* the archive holding the matrix; owned by the reader, valid until
+  const char *file; /* the archive holding the matrix; owned by the reader, valid until
                         ngt_kaldi_reader_close */
-  int64_t offset;    /* byte offset of the object in file (its "\0B" or "["), i.e. what
+  int64_t offset;   /* byte offset of the object in file (its "\0B" or "["), i.e. what
                         an scp line "key file:offset" points at; -1 when reading stdin */
-  int format;        /* ngt_kaldi_format */
-  int has_range;     /* 1 if an scp range "[r0:r1,c0:c1]" selected part of the matrix */
-  int row0, col0;    /* first selected row/column of the stored matrix when has_range */
+  int format;       /* ngt_kaldi_format */
+  int has_range;    /* 1 if an scp range "[r0:r1,c0:c1]" selected part of the matrix */
+  int row0, col0;   /* first selected row/column of the stored matrix when has_range */
 } ngt_kaldi_entry;
 
 typedef struct ngt_kaldi_reader ngt_kaldi_reader;

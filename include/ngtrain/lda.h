@@ -27,10 +27,10 @@ extern "C" {
 #endif
 
 typedef struct ngt_lda_stats {
-  int dim;            /* D: spliced input dim */
-  int num_classes;    /* C */
-  size_t size;        /* doubles in buf */
-  double *buf;        /* owned; layout above */
+  int dim;         /* D: spliced input dim */
+  int num_classes; /* C */
+  size_t size;     /* doubles in buf */
+  double *buf;     /* owned; layout above */
 } ngt_lda_stats;
 
 void ngt_lda_stats_init(ngt_lda_stats *st, int D, int C);
@@ -40,25 +40,25 @@ void ngt_lda_stats_deinit(ngt_lda_stats *st);
 void ngt_lda_stats_add(ngt_lda_stats *st, ngt_mat X, const int32_t *labels);
 
 typedef struct ngt_lda_opts {
-  double within_class_factor;  /* w of step 6, Kaldi default 0.001 */
-  double max_singular_value;   /* step 7 ceiling, Kaldi default 5.0 */
+  double within_class_factor; /* w of step 6, Kaldi default 0.001 */
+  double max_singular_value;  /* step 7 ceiling, Kaldi default 5.0 */
 } ngt_lda_opts;
 ngt_lda_opts ngt_lda_opts_default(void);
 
 typedef struct ngt_lda_info {
-  int used_fallback;        /* 1 if step 2 had to add to the diagonal */
-  int num_classes_seen;     /* classes with count > 0 */
-  double max_between;       /* largest between-class eigenvalue s_1 */
-  double min_between;       /* smallest s_D */
-  int num_ceiled;           /* singular values ceiled at max_singular_value */
+  int used_fallback;    /* 1 if step 2 had to add to the diagonal */
+  int num_classes_seen; /* classes with count > 0 */
+  double max_between;   /* largest between-class eigenvalue s_1 */
+  double min_between;   /* smallest s_D */
+  int num_ceiled;       /* singular values ceiled at max_singular_value */
 } ngt_lda_info;
 
 /* Steps 1-8 of §4.9 in double precision. T receives D x (D+1) floats, row-major,
  * [M, -M mu]. Errors (count < D+1 frames, fewer than 2 classes seen, non-finite
  * statistics) are NGT_EINVAL / NGT_ENUM with a message naming the value and what to
  * do (e.g. "use --input-transform=cmvn"). */
-int ngt_lda_compute(const ngt_lda_stats *st, const ngt_lda_opts *o, float *T,
-                    ngt_lda_info *info, ngt_err *err);
+int ngt_lda_compute(const ngt_lda_stats *st, const ngt_lda_opts *o, float *T, ngt_lda_info *info,
+                    ngt_err *err);
 /* The same in double: T receives D x (D+1) doubles (what ngt_lda_compute rounds to
  * float; the tests check the algebra on it to ~1e-9). max_singular_value <= 0 or
  * infinite means no ceiling. */

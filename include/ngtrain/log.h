@@ -33,12 +33,12 @@ extern "C" {
 
 enum {
   NGT_OK = 0,
-  NGT_EIO = -1,      /* a file could not be opened/read/written */
-  NGT_EFORMAT = -2,  /* a file's contents are not what they must be */
-  NGT_EINVAL = -3,   /* a bad option, config value or argument */
-  NGT_ENOMEM = -4,   /* an allocation failed */
-  NGT_EMPI = -5,     /* an MPI call failed or the MPI layout is wrong */
-  NGT_ENUM = -6      /* a numerical failure (NaN/Inf where none may be) */
+  NGT_EIO = -1,     /* a file could not be opened/read/written */
+  NGT_EFORMAT = -2, /* a file's contents are not what they must be */
+  NGT_EINVAL = -3,  /* a bad option, config value or argument */
+  NGT_ENOMEM = -4,  /* an allocation failed */
+  NGT_EMPI = -5,    /* an MPI call failed or the MPI layout is wrong */
+  NGT_ENUM = -6     /* a numerical failure (NaN/Inf where none may be) */
 };
 
 /* A recoverable error: code and a sentence for a person. Caller-owned, zero-initialise. */
@@ -75,10 +75,10 @@ void ngt_log_write(int level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Tests the level before evaluating the arguments (redis serverLog). */
-#define NGT_LOG(level, ...)                                               \
-  do {                                                                    \
-    if ((level) <= ngt_log_level_current)                                 \
-      ngt_log_write((level), __FILE__, __LINE__, __VA_ARGS__);            \
+#define NGT_LOG(level, ...)                                    \
+  do {                                                         \
+    if ((level) <= ngt_log_level_current)                      \
+      ngt_log_write((level), __FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
 #define NGT_WARN_MSG(...) NGT_LOG(NGT_WARN, __VA_ARGS__)
 
@@ -100,10 +100,12 @@ _Noreturn void ngt_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 /* Installed by comm.c: called by ngt_die after printing, must not return. */
 void ngt_set_die_hook(void (*hook)(int exit_code));
 
-#define NGT_ASSERT(cond)                                                           \
-  do {                                                                             \
-    if (!(cond)) ngt_die("%s:%d: assertion '%s' failed (a bug in ngtrain; please " \
-                         "report it with the command line)", __FILE__, __LINE__, #cond); \
+#define NGT_ASSERT(cond)                                                \
+  do {                                                                  \
+    if (!(cond))                                                        \
+      ngt_die("%s:%d: assertion '%s' failed (a bug in ngtrain; please " \
+              "report it with the command line)",                       \
+              __FILE__, __LINE__, #cond);                               \
   } while (0)
 
 /* malloc/calloc that die with a clear message on failure (for sizes that are not

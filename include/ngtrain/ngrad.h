@@ -56,30 +56,30 @@ int ngt_ngrad_opts_check(const ngt_ngrad_opts *o, int D, const char *what, ngt_e
 double ngt_ngrad_eta(const ngt_ngrad_opts *o, int N);
 
 typedef struct ngt_ngrad_stats {
-  int64_t num_updates;     /* calls that updated the Fisher estimate (incl. init iterations) */
-  int64_t num_reorth;      /* re-orthogonalisations that changed W (§2.6) */
-  int64_t num_gram_schmidt;/* of which took the Gram-Schmidt fallback */
-  int64_t num_floored;     /* updates in which a floor of §2.8 (5 or 6) was hit */
+  int64_t num_updates;      /* calls that updated the Fisher estimate (incl. init iterations) */
+  int64_t num_reorth;       /* re-orthogonalisations that changed W (§2.6) */
+  int64_t num_gram_schmidt; /* of which took the Gram-Schmidt fallback */
+  int64_t num_floored;      /* updates in which a floor of §2.8 (5 or 6) was hit */
 } ngt_ngrad_stats;
 
 typedef struct ngt_ngrad {
-  ngt_ngrad_opts o;  /* validated options; o.rank may have been reduced to D-1 */
-  int D;             /* dimension of the vectors (columns of X) */
-  int R;             /* rank actually used (0 when D == 1) */
-  float *W;          /* R x D row-major: W_t = E_t^{1/2} R_t (§2.4) */
-  double *d;         /* R: d_t, the low-rank eigenvalues, all > 0 */
-  double rho;        /* ρ_t > 0 */
-  int64_t t;         /* number of calls so far (0 = not initialised) */
-  int frozen;        /* if set, no Fisher updates (except Init when t == 0) (§2.5) */
+  ngt_ngrad_opts o; /* validated options; o.rank may have been reduced to D-1 */
+  int D;            /* dimension of the vectors (columns of X) */
+  int R;            /* rank actually used (0 when D == 1) */
+  float *W;         /* R x D row-major: W_t = E_t^{1/2} R_t (§2.4) */
+  double *d;        /* R: d_t, the low-rank eigenvalues, all > 0 */
+  double rho;       /* ρ_t > 0 */
+  int64_t t;        /* number of calls so far (0 = not initialised) */
+  int frozen;       /* if set, no Fisher updates (except Init when t == 0) (§2.5) */
   ngt_ngrad_stats stats;
-  int bf16;          /* set by the caller (optim, bf16 engine): on calls that do not update
+  int bf16; /* set by the caller (optim, bf16 engine): on calls that do not update
                         the Fisher estimate, H = X W^T and X^ = X - H W run as bf16 GEMMs
                         with fp32 accumulation; updates (J, K, L, W, d, rho) stay fp32. */
-  void *ws;          /* private workspace, grown to the largest N seen */
+  void *ws; /* private workspace, grown to the largest N seen */
 } ngt_ngrad;
 
 int ngt_ngrad_init(ngt_ngrad *p, int D, const ngt_ngrad_opts *o, ngt_err *err);
-void ngt_ngrad_deinit(ngt_ngrad *p);  /* NULL-tolerant */
+void ngt_ngrad_deinit(ngt_ngrad *p); /* NULL-tolerant */
 
 /* §2.5 PreconditionDirections. X (N x D, any stride) is overwritten by X̂ (NOT scaled
  * by γ); *gamma receives γ_t. N >= 1; an all-zero X gives γ = 1 and no NaN. */

@@ -45,8 +45,8 @@ extern "C" {
 typedef enum ngt_comp_type {
   NGT_COMP_AFFINE = 1,
   NGT_COMP_RELU = 2,
-  NGT_COMP_PNORM = 3,      /* groups of `group` inputs -> one output, p = 2 */
-  NGT_COMP_NORMALIZE = 4,  /* Kaldi NormalizeComponent, target RMS 1 (§4.7) */
+  NGT_COMP_PNORM = 3,     /* groups of `group` inputs -> one output, p = 2 */
+  NGT_COMP_NORMALIZE = 4, /* Kaldi NormalizeComponent, target RMS 1 (§4.7) */
   NGT_COMP_LOGSOFTMAX = 5
 } ngt_comp_type;
 
@@ -70,37 +70,37 @@ typedef struct ngt_layer_ng {
 typedef struct ngt_comp {
   ngt_comp_type type;
   int in_dim, out_dim;
-  int layer;           /* which config line (0-based over layer/output lines) made it */
+  int layer; /* which config line (0-based over layer/output lines) made it */
   /* NGT_COMP_AFFINE only: */
-  size_t w_off;        /* W = params + w_off, O x I row-major */
-  size_t b_off;        /* b = params + b_off, O */
-  float param_stddev;  /* init stddev of W; default 1/sqrt(I); output layer 0 */
-  float bias_stddev;   /* init stddev of b; default 0.5 (nnet2 paper); output layer 0 */
-  float max_change;    /* per-component max-change (§3.3); 0 = off; default 0.75 hidden,
+  size_t w_off;       /* W = params + w_off, O x I row-major */
+  size_t b_off;       /* b = params + b_off, O */
+  float param_stddev; /* init stddev of W; default 1/sqrt(I); output layer 0 */
+  float bias_stddev;  /* init stddev of b; default 0.5 (nnet2 paper); output layer 0 */
+  float max_change;   /* per-component max-change (§3.3); 0 = off; default 0.75 hidden,
                           1.5 output (xconfig) */
-  float lr_factor;     /* learning-rate-factor, default 1 */
+  float lr_factor;    /* learning-rate-factor, default 1 */
   ngt_layer_ng ng;
   /* NGT_COMP_PNORM only: */
-  int group;           /* inputs per output (G) */
+  int group; /* inputs per output (G) */
 } ngt_comp;
 
 typedef struct ngt_nnet {
-  int feat_dim;           /* raw frame dim D (input line's dim) */
-  int ctx_left;           /* L >= 0: frames t-L .. t+R are spliced */
-  int ctx_right;          /* R >= 0 */
-  int input_dim;          /* spliced dim = feat_dim * (L + R + 1) */
-  int num_classes;        /* C = output dim */
-  int num_layers;         /* config layer + output lines */
+  int feat_dim;    /* raw frame dim D (input line's dim) */
+  int ctx_left;    /* L >= 0: frames t-L .. t+R are spliced */
+  int ctx_right;   /* R >= 0 */
+  int input_dim;   /* spliced dim = feat_dim * (L + R + 1) */
+  int num_classes; /* C = output dim */
+  int num_layers;  /* config layer + output lines */
   int num_comps;
-  ngt_comp *comps;        /* owned */
-  size_t num_params;      /* trainable floats */
-  float *params;          /* owned, num_params floats, 64-byte aligned */
+  ngt_comp *comps;   /* owned */
+  size_t num_params; /* trainable floats */
+  float *params;     /* owned, num_params floats, 64-byte aligned */
   /* Fixed input transform (§4.9), never trained and NOT part of params:
    * input_dim x (input_dim + 1) row-major [M, m] so that x' = M x + m; NULL = none. */
-  int transform_type;     /* ngt_transform_type */
-  float *transform;       /* owned or NULL */
-  float *priors;          /* owned, C class priors summing to 1, or NULL */
-  char *config_text;      /* owned copy of the config text */
+  int transform_type; /* ngt_transform_type */
+  float *transform;   /* owned or NULL */
+  float *priors;      /* owned, C class priors summing to 1, or NULL */
+  char *config_text;  /* owned copy of the config text */
 } ngt_nnet;
 
 /* Parse config text (source names it in messages, e.g. the file name) and build the
@@ -109,7 +109,7 @@ typedef struct ngt_nnet {
 int ngt_nnet_from_config(const char *text, const char *source, ngt_nnet **out, ngt_err *err);
 /* Read the config file at path and call ngt_nnet_from_config. */
 int ngt_nnet_from_config_file(const char *path, ngt_nnet **out, ngt_err *err);
-void ngt_nnet_free(ngt_nnet *net); /* NULL-tolerant */
+void ngt_nnet_free(ngt_nnet *net);            /* NULL-tolerant */
 ngt_nnet *ngt_nnet_copy(const ngt_nnet *net); /* deep copy; caller frees */
 
 /* Kaldi-like initialisation from a seed (rng stream NGT_RNG_STREAM_INIT):
@@ -138,19 +138,19 @@ void ngt_nnet_set_priors(ngt_nnet *net, const float *priors);
 /* Forward/backward workspace for minibatches of up to max_rows rows. */
 typedef struct ngt_nnet_ws {
   int max_rows;
-  int rows;          /* rows of the last forward */
-  ngt_mat in;        /* N x input_dim: the input after the fixed transform */
-  ngt_mat *out;      /* [num_comps] N x O: output of component c; out[last] = log-probs */
-  ngt_mat *deriv;    /* [num_comps] N x O: d(loss)/d(out of c), filled by backward */
-  float *scratch;    /* private */
+  int rows;       /* rows of the last forward */
+  ngt_mat in;     /* N x input_dim: the input after the fixed transform */
+  ngt_mat *out;   /* [num_comps] N x O: output of component c; out[last] = log-probs */
+  ngt_mat *deriv; /* [num_comps] N x O: d(loss)/d(out of c), filled by backward */
+  float *scratch; /* private */
   /* Precision of the GEMMs (engine.h), fixed at creation from ngt_engine_precision().
    * bf16 only: bf16 copies, row-major with stride = cols, of each affine component's
    * input (filled by forward), output derivative (filled by backward) and W (refreshed
    * by every forward: once per step). NULL entries for other components. */
   int precision;
-  uint16_t **in_bf;  /* [num_comps] N x I */
-  uint16_t **d_bf;   /* [num_comps] N x O */
-  uint16_t **w_bf;   /* [num_comps] O x I */
+  uint16_t **in_bf;     /* [num_comps] N x I */
+  uint16_t **d_bf;      /* [num_comps] N x O */
+  uint16_t **w_bf;      /* [num_comps] O x I */
   uint16_t *bf_scratch; /* private */
 } ngt_nnet_ws;
 

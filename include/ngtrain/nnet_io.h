@@ -41,10 +41,10 @@ typedef enum { NGT_BLOB_F32 = 1, NGT_BLOB_F64 = 2, NGT_BLOB_I64 = 3 } ngt_blob_t
 
 /* One named 1-D array stored under /train_state (checkpoint extras). */
 typedef struct ngt_blob {
-  const char *name;  /* dataset name, [A-Za-z0-9_]+ */
-  int type;          /* ngt_blob_type */
-  size_t n;          /* elements */
-  const void *data;  /* not owned */
+  const char *name; /* dataset name, [A-Za-z0-9_]+ */
+  int type;         /* ngt_blob_type */
+  size_t n;         /* elements */
+  const void *data; /* not owned */
 } ngt_blob;
 
 /* Atomically write net (+ extras) to path. */

@@ -34,17 +34,17 @@ extern "C" {
 #define NGT_NPY_MAX_DIMS 8
 
 typedef struct ngt_npy {
-  char *path;               /* owned copy, for messages */
-  int major, minor;         /* format version, e.g. 1.0 */
-  char descr[32];           /* dtype string as stored, e.g. "<f4" */
-  char kind;                /* 'f' float, 'i' signed int, 'u' unsigned int, 'b' bool */
-  int itemsize;             /* bytes per element: 1, 2, 4 or 8 */
-  int ndim;                 /* 0 for a scalar */
+  char *path;       /* owned copy, for messages */
+  int major, minor; /* format version, e.g. 1.0 */
+  char descr[32];   /* dtype string as stored, e.g. "<f4" */
+  char kind;        /* 'f' float, 'i' signed int, 'u' unsigned int, 'b' bool */
+  int itemsize;     /* bytes per element: 1, 2, 4 or 8 */
+  int ndim;         /* 0 for a scalar */
   int64_t shape[NGT_NPY_MAX_DIMS];
-  int64_t numel;            /* product of shape (1 for a scalar) */
-  int64_t data_offset;      /* byte offset of element 0 */
-  FILE *f;                  /* private */
-  unsigned char *scratch;   /* private: conversion block */
+  int64_t numel;          /* product of shape (1 for a scalar) */
+  int64_t data_offset;    /* byte offset of element 0 */
+  FILE *f;                /* private */
+  unsigned char *scratch; /* private: conversion block */
 } ngt_npy;
 
 /* Open and validate (header, dtype, order, file size). Caller closes with ngt_npy_close. */

@@ -29,9 +29,9 @@ extern "C" {
 #endif
 
 typedef enum {
-  NGT_PRECOND_NONE = 0,    /* plain SGD */
-  NGT_PRECOND_ONLINE = 1,  /* Kaldi's online NG-SGD (§2.3-2.5), the default */
-  NGT_PRECOND_SIMPLE = 2   /* the older "simple" NG-SGD (§2.2) */
+  NGT_PRECOND_NONE = 0,   /* plain SGD */
+  NGT_PRECOND_ONLINE = 1, /* Kaldi's online NG-SGD (§2.3-2.5), the default */
+  NGT_PRECOND_SIMPLE = 2  /* the older "simple" NG-SGD (§2.2) */
 } ngt_precond_type;
 
 typedef struct ngt_optim_opts {
@@ -48,11 +48,11 @@ typedef struct ngt_optim_opts {
 ngt_optim_opts ngt_optim_opts_default(void);
 
 typedef struct ngt_optim_stats {
-  int64_t steps;              /* updates attempted */
-  int64_t refused;            /* steps not applied: non-finite gradient or step */
-  int64_t comp_clipped;       /* (component, step) pairs where per-component max-change fired */
-  int64_t comp_steps;         /* (component, step) pairs */
-  int64_t global_clipped;     /* steps where the global max-param-change fired */
+  int64_t steps;          /* updates attempted */
+  int64_t refused;        /* steps not applied: non-finite gradient or step */
+  int64_t comp_clipped;   /* (component, step) pairs where per-component max-change fired */
+  int64_t comp_steps;     /* (component, step) pairs */
+  int64_t global_clipped; /* steps where the global max-param-change fired */
 } ngt_optim_stats;
 
 typedef struct ngt_optim ngt_optim;
@@ -66,7 +66,8 @@ void ngt_optim_free(ngt_optim *opt);
  * lr is the learning rate for this step (jobs x effective lrate); mpc_scale multiplies
  * the max-changes (1/sqrt(2) on iteration 0, §4.3). Returns 1 if the step was applied,
  * 0 if refused (non-finite). */
-int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float lr, float mpc_scale);
+int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float lr,
+                   float mpc_scale);
 void ngt_optim_reset_ng(ngt_optim *opt);
 const ngt_optim_stats *ngt_optim_get_stats(const ngt_optim *opt);
 void ngt_optim_clear_stats(ngt_optim *opt);

@@ -27,21 +27,21 @@ extern "C" {
 
 typedef enum {
   NGT_OPT_END = 0,
-  NGT_OPT_INT,     /* int */
-  NGT_OPT_INT64,   /* int64_t */
-  NGT_OPT_DOUBLE,  /* double */
-  NGT_OPT_FLOAT,   /* float */
-  NGT_OPT_BOOL,    /* int: true/false/1/0/yes/no */
-  NGT_OPT_STRING,  /* const char * (points into argv) */
-  NGT_OPT_UINT64   /* uint64_t */
+  NGT_OPT_INT,    /* int */
+  NGT_OPT_INT64,  /* int64_t */
+  NGT_OPT_DOUBLE, /* double */
+  NGT_OPT_FLOAT,  /* float */
+  NGT_OPT_BOOL,   /* int: true/false/1/0/yes/no */
+  NGT_OPT_STRING, /* const char * (points into argv) */
+  NGT_OPT_UINT64  /* uint64_t */
 } ngt_opt_type;
 
 typedef struct ngt_opt {
-  const char *name;  /* without leading "--" */
-  int type;          /* ngt_opt_type; 0 ends the table */
-  void *ptr;         /* where the value goes; holds the default on entry */
+  const char *name; /* without leading "--" */
+  int type;         /* ngt_opt_type; 0 ends the table */
+  void *ptr;        /* where the value goes; holds the default on entry */
   const char *help;
-  int seen;          /* set to 1 when given on the command line */
+  int seen; /* set to 1 when given on the command line */
 } ngt_opt;
 
 /* Parse argv[1..argc). Positional arguments are stored in pos[0..*npos) (pos must have

@@ -21,9 +21,9 @@
 #include "ngtrain/log.h"
 
 typedef struct ngt_schedule {
-  double num_archives;        /* A */
-  int64_t archives_to_process;/* W */
-  int num_iters;              /* I */
+  double num_archives;                     /* A */
+  int64_t archives_to_process;             /* W */
+  int num_iters;                           /* I */
   int jobs_initial, jobs_final, jobs_step; /* J0, J1, Js */
   double lrate_initial, lrate_final;       /* effective learning rates */
 } ngt_schedule;

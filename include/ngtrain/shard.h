@@ -32,13 +32,13 @@ extern "C" {
 #define NGT_SHARD_VERSION 1
 
 typedef struct ngt_shard {
-  char *path;             /* owned copy */
-  int64_t num_frames;     /* T */
-  int feat_dim;           /* D */
-  int num_classes;        /* C */
-  int64_t num_utts;       /* U */
-  int64_t *utt_offsets;   /* owned, U+1 entries, validated */
-  int64_t h5file;         /* hid_t of the open file (private) */
+  char *path;                /* owned copy */
+  int64_t num_frames;        /* T */
+  int feat_dim;              /* D */
+  int num_classes;           /* C */
+  int64_t num_utts;          /* U */
+  int64_t *utt_offsets;      /* owned, U+1 entries, validated */
+  int64_t h5file;            /* hid_t of the open file (private) */
   int64_t h5feats, h5labels; /* hid_t of the datasets (private) */
 } ngt_shard;
 
@@ -54,24 +54,22 @@ int ngt_shard_read_ids(ngt_shard *sh, char ***ids, ngt_err *err);
 void ngt_shard_free_ids(char **ids, int64_t n);
 
 typedef struct ngt_shard_write_opts {
-  int compress;          /* gzip level 0..9, 0 = none (default) */
-  int64_t chunk_frames;  /* rows per HDF5 chunk, default 4096 */
+  int compress;         /* gzip level 0..9, 0 = none (default) */
+  int64_t chunk_frames; /* rows per HDF5 chunk, default 4096 */
 } ngt_shard_write_opts;
 
 /* Write a whole shard atomically (temp + fsync + rename). utt_ids may be NULL. */
-int ngt_shard_write(const char *path, const float *feats, int64_t T, int D,
-                    const int32_t *labels, const int64_t *utt_offsets, int64_t U,
-                    const char *const *utt_ids, int num_classes,
-                    const ngt_shard_write_opts *opts, ngt_err *err);
+int ngt_shard_write(const char *path, const float *feats, int64_t T, int D, const int32_t *labels,
+                    const int64_t *utt_offsets, int64_t U, const char *const *utt_ids,
+                    int num_classes, const ngt_shard_write_opts *opts, ngt_err *err);
 
 /* Streaming writer, for shards built utterance by utterance (mkshards): memory does
  * not grow with the shard. Nothing appears at path until ngt_shard_writer_commit. */
 typedef struct ngt_shard_writer ngt_shard_writer;
 int ngt_shard_writer_open(const char *path, int D, int num_classes,
-                          const ngt_shard_write_opts *opts, ngt_shard_writer **out,
-                          ngt_err *err);
-int ngt_shard_writer_add(ngt_shard_writer *w, const char *utt_id, const float *feats,
-                         int64_t T, const int32_t *labels, ngt_err *err);
+                          const ngt_shard_write_opts *opts, ngt_shard_writer **out, ngt_err *err);
+int ngt_shard_writer_add(ngt_shard_writer *w, const char *utt_id, const float *feats, int64_t T,
+                         const int32_t *labels, ngt_err *err);
 int ngt_shard_writer_commit(ngt_shard_writer *w, ngt_err *err); /* closes + renames; frees w */
 void ngt_shard_writer_abort(ngt_shard_writer *w);               /* removes the temp; frees w */
 

@@ -19,7 +19,8 @@
 #include "ngtrain/shard.h"
 
 static const char *speech_cfg =
-    "input dim=40 context=-5..5\nlayer type=relu-renorm dim=1024\nlayer type=relu-renorm dim=1024\n"
+    "input dim=40 context=-5..5\nlayer type=relu-renorm dim=1024\nlayer type=relu-renorm "
+    "dim=1024\n"
     "layer type=relu-renorm dim=1024\nlayer type=relu-renorm dim=1024\noutput dim=2000\n";
 
 int main(int argc, char **argv) {
@@ -44,9 +45,12 @@ int main(int argc, char **argv) {
     paths[s] = malloc(4200);
     snprintf(paths[s], 4200, "%s/s%d.h5", dir, s);
     ngt_shard_write_opts wo = {0, 4096};
-    if (ngt_shard_write(paths[s], f, per, D, y, off, U, NULL, C, &wo, &err)) ngt_die("%s", err.msg);
+    if (ngt_shard_write(paths[s], f, per, D, y, off, U, NULL, C, &wo, &err))
+      ngt_die("%s", err.msg);
   }
-  free(f); free(y); free(off);
+  free(f);
+  free(y);
+  free(off);
 
   ngt_batcher_opts bo = ngt_batcher_opts_default();
   bo.ctx_left = bo.ctx_right = 5;
@@ -84,14 +88,23 @@ int main(int argc, char **argv) {
     if (k >= 0) t1 += ngt_now() - ts;
   }
   double train_fps = steps * (double)N / t1;
-  printf("bench_data: %" PRId64 " frames in %d shards, 40-dim, spliced x11, shuffle buffer %" PRId64
-         ", minibatch %d (OpenBLAS %s)\n", total, NS, bo.shuffle_buffer, N, ngt_blas_corename());
+  printf("bench_data: %" PRId64
+         " frames in %d shards, 40-dim, spliced x11, shuffle buffer %" PRId64
+         ", minibatch %d (OpenBLAS %s)\n",
+         total, NS, bo.shuffle_buffer, N, ngt_blas_corename());
   printf("  data path      %10.0f frames/s\n", data_fps);
   printf("  training step  %10.0f frames/s (online NG, speech network, 1 thread)\n", train_fps);
   printf("  ratio data/training %.1f (goal >= 10)\n", data_fps / train_fps);
   ngt_batcher_free(b);
-  ngt_mat_free(&X); free(lab); ngt_nnet_ws_free(ws); ngt_optim_free(opt); ngt_nnet_free(net);
-  for (int s = 0; s < NS; s++) { unlink(paths[s]); free(paths[s]); }
+  ngt_mat_free(&X);
+  free(lab);
+  ngt_nnet_ws_free(ws);
+  ngt_optim_free(opt);
+  ngt_nnet_free(net);
+  for (int s = 0; s < NS; s++) {
+    unlink(paths[s]);
+    free(paths[s]);
+  }
   rmdir(dir);
   return 0;
 }

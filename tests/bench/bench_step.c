@@ -15,9 +15,9 @@
  */
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cblas.h>
 #undef I
@@ -30,13 +30,12 @@
 #include "ngtrain/optim.h"
 #include "ngtrain/rng.h"
 
-static const char *speech_cfg =
-    "input dim=40 context=-5..5\n"
-    "layer type=relu-renorm dim=1024\n"
-    "layer type=relu-renorm dim=1024\n"
-    "layer type=relu-renorm dim=1024\n"
-    "layer type=relu-renorm dim=1024\n"
-    "output dim=2000\n";
+static const char *speech_cfg = "input dim=40 context=-5..5\n"
+                                "layer type=relu-renorm dim=1024\n"
+                                "layer type=relu-renorm dim=1024\n"
+                                "layer type=relu-renorm dim=1024\n"
+                                "layer type=relu-renorm dim=1024\n"
+                                "output dim=2000\n";
 
 /* Seconds of CPU time of this thread: with one BLAS thread all work runs here, and time
  * the scheduler gives to other processes on a shared machine is not counted (wall-clock
@@ -69,8 +68,11 @@ static double gemm_seconds(const ngt_nnet *net, int N, int reps, int bf16) {
   int maxd = net->input_dim;
   for (int c = 0; c < net->num_comps; c++)
     if (net->comps[c].out_dim > maxd) maxd = net->comps[c].out_dim;
-  float *A = calloc((size_t)N * maxd, sizeof(float)), *B = calloc((size_t)maxd * maxd, sizeof(float));
-  float *Cm = calloc((size_t)N * maxd > (size_t)maxd * maxd ? (size_t)N * maxd : (size_t)maxd * maxd, sizeof(float));
+  float *A = calloc((size_t)N * maxd, sizeof(float)),
+        *B = calloc((size_t)maxd * maxd, sizeof(float));
+  float *Cm = calloc((size_t)N * maxd > (size_t)maxd * maxd ? (size_t)N * maxd
+                                                            : (size_t)maxd * maxd,
+                     sizeof(float));
   for (size_t i = 0; i < (size_t)N * maxd; i++) A[i] = 0.01f * (float)(i % 97);
   for (size_t i = 0; i < (size_t)maxd * maxd; i++) B[i] = 0.01f * (float)(i % 89);
   double best = 1e30;
@@ -108,13 +110,18 @@ static double gemm_seconds(const ngt_nnet *net, int N, int reps, int bf16) {
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, A, O, A, I, 0.0f, Cm, I);
       /* input derivative: (N x O)(O x I) */
       if (!first)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, A, O, B, I, 0.0f, Cm, I);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, A, O, B, I, 0.0f, Cm,
+                    I);
       first = 0;
     }
     double t = cpu_now() - t0;
     if (r > 0 && t < best) best = t;
   }
-  free(A); free(B); free(Cm); free(Ab); free(Bb);
+  free(A);
+  free(B);
+  free(Cm);
+  free(Ab);
+  free(Bb);
   return best;
 }
 
@@ -152,9 +159,18 @@ static double step_seconds(const char *cfg, int N, int use_ng, int pre, int reps
   }
   /* median */
   for (int i = 1; i < reps; i++)
-    for (int j = i; j > 0 && t[j - 1] > t[j]; j--) { double s = t[j]; t[j] = t[j - 1]; t[j - 1] = s; }
+    for (int j = i; j > 0 && t[j - 1] > t[j]; j--) {
+      double s = t[j];
+      t[j] = t[j - 1];
+      t[j - 1] = s;
+    }
   double med = t[0]; /* the best repeat, as for the SGEMM reference */
-  free(t); free(y); ngt_mat_free(&X); ngt_nnet_ws_free(ws); ngt_optim_free(opt); ngt_nnet_free(net);
+  free(t);
+  free(y);
+  ngt_mat_free(&X);
+  ngt_nnet_ws_free(ws);
+  ngt_optim_free(opt);
+  ngt_nnet_free(net);
   return med;
 }
 
@@ -175,7 +191,8 @@ int main(int argc, char **argv) {
   ngt_err se = {0};
   if (ngt_engine_setup(NGT_PREC_FP32, threads, &se)) ngt_die("%s", se.msg);
   printf("bench_step: OpenBLAS %s kernels, %d thread(s); OPENBLAS_CORETYPE=%s; ISA %s; "
-         "times: %s\n", ngt_blas_corename(), ngt_blas_get_threads(),
+         "times: %s\n",
+         ngt_blas_corename(), ngt_blas_get_threads(),
          getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset: auto-detected)",
          ngt_engine_isa(), g_wall ? "wall clock, best repeat" : "thread CPU time, best repeat");
   const char *why = ngt_engine_bf16_unavailable();
@@ -183,27 +200,30 @@ int main(int argc, char **argv) {
   ngt_nnet *net = NULL;
   ngt_err e = {0};
   if (ngt_nnet_from_config(cfg, "bench", &net, &e)) ngt_die("%s", e.msg);
-  printf("network: %zu parameters, input %d, %d components\n", net->num_params, net->input_dim, net->num_comps);
+  printf("network: %zu parameters, input %d, %d components\n", net->num_params, net->input_dim,
+         net->num_comps);
   const int sizes[2] = {256, 512};
   for (int pr = NGT_PREC_FP32; pr <= NGT_PREC_BF16; pr++) {
-  if (strcmp(which, "all") && strcmp(which, ngt_precision_name(pr))) continue;
-  if (pr == NGT_PREC_BF16 && why) continue;
-  if (ngt_engine_setup(pr, threads, &se)) ngt_die("%s", se.msg);
-  const char *pn = ngt_precision_name(pr);
-  for (int s = 0; s < 2; s++) {
-    int N = sizes[s];
-    double fl = step_flops(net, N);
-    double tg = gemm_seconds(net, N, reps, pr == NGT_PREC_BF16);
-    double tp = step_seconds(cfg, N, 0, NGT_PRECOND_NONE, reps);
-    double tn = step_seconds(cfg, N, 1, NGT_PRECOND_ONLINE, reps);
-    double ts = step_seconds(cfg, N, 1, NGT_PRECOND_SIMPLE, reps < 6 ? reps : 6);
-    printf("%s minibatch %d: %s on the step's shapes %.1f GFLOP/s\n", pn, N,
-           pr == NGT_PREC_BF16 ? "oneDNN bf16 matmul" : "SGEMM", fl / tg * 1e-9);
-    printf("  plain step     %7.2f ms  %8.0f frames/s  %.1f GFLOP/s  ratio to GEMM %.2f\n",
-           tp * 1e3, N / tp, fl / tp * 1e-9, tg / tp);
-    printf("  online NG step %7.2f ms  %8.0f frames/s  NG/plain time ratio %.3f\n", tn * 1e3, N / tn, tn / tp);
-    printf("  simple NG step %7.2f ms  %8.0f frames/s  simple/plain time ratio %.3f\n", ts * 1e3, N / ts, ts / tp);
-  }
+    if (strcmp(which, "all") && strcmp(which, ngt_precision_name(pr))) continue;
+    if (pr == NGT_PREC_BF16 && why) continue;
+    if (ngt_engine_setup(pr, threads, &se)) ngt_die("%s", se.msg);
+    const char *pn = ngt_precision_name(pr);
+    for (int s = 0; s < 2; s++) {
+      int N = sizes[s];
+      double fl = step_flops(net, N);
+      double tg = gemm_seconds(net, N, reps, pr == NGT_PREC_BF16);
+      double tp = step_seconds(cfg, N, 0, NGT_PRECOND_NONE, reps);
+      double tn = step_seconds(cfg, N, 1, NGT_PRECOND_ONLINE, reps);
+      double ts = step_seconds(cfg, N, 1, NGT_PRECOND_SIMPLE, reps < 6 ? reps : 6);
+      printf("%s minibatch %d: %s on the step's shapes %.1f GFLOP/s\n", pn, N,
+             pr == NGT_PREC_BF16 ? "oneDNN bf16 matmul" : "SGEMM", fl / tg * 1e-9);
+      printf("  plain step     %7.2f ms  %8.0f frames/s  %.1f GFLOP/s  ratio to GEMM %.2f\n",
+             tp * 1e3, N / tp, fl / tp * 1e-9, tg / tp);
+      printf("  online NG step %7.2f ms  %8.0f frames/s  NG/plain time ratio %.3f\n", tn * 1e3,
+             N / tn, tn / tp);
+      printf("  simple NG step %7.2f ms  %8.0f frames/s  simple/plain time ratio %.3f\n", ts * 1e3,
+             N / ts, ts / tp);
+    }
   }
   ngt_nnet_free(net);
   free(filecfg);

@@ -38,7 +38,7 @@ assert abs(p - 5 * A) <= 1, (p, A)
 print(f"    {len(rows)} iterations, {p} archive reads of A = {A} archives")
 PY
 then pass "metrics record the archive of every job: Kaldi's (p_i + j) mod A"; else fail "metrics archives"; fi
-ck=$(ls "$T/c" | sed -n 's/^\([0-9][0-9]*\)\.h5$/\1/p' | sort -n | head -1)
+ck=$(ckpts "$T/c" | cut -d' ' -f1)
 "$B/nninfo" "$T/c/$ck.h5" | grep -q "archive sequence" && pass "nninfo shows the position in the archive sequence" \
   || fail "nninfo archive sequence"
 

@@ -22,10 +22,10 @@ EOF
 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/ref" >"$T/ref.log" 2>&1 || { cat "$T/ref.log"; exit 1; }
 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/dmg" --stop-after=5 >"$T/dmg1.log" 2>&1 \
   || { cat "$T/dmg1.log"; exit 1; }
-last=$(ls "$T/dmg" | grep -E '^[0-9]+\.h5$' | sort -n | tail -1)
-prev=$(ls "$T/dmg" | grep -E '^[0-9]+\.h5$' | sort -n | tail -2 | head -1)
+last=$(ckpts "$T/dmg" | tr ' ' '\n' | tail -1).h5
+prev=$(ckpts "$T/dmg" | tr ' ' '\n' | tail -2 | head -1).h5
 [[ -n "$last" && "$last" != "$prev" ]] && pass "stopped run left checkpoints $prev and $last" \
-  || fail "stopped run left no two checkpoints (have: $(ls "$T/dmg" | tr '\n' ' '))"
+  || fail "stopped run left no two checkpoints (have: $(ckpts "$T/dmg"))"
 flip64 "$T/dmg/$last"
 out=$("$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/dmg" 2>&1) || { fail "resume after damage exits non-zero"; echo "$out" | tail -5; }
 grep -m1 "unusable" <<<"$out" | sed 's/^/    /'

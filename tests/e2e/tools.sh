@@ -46,8 +46,9 @@ for t in "${!bad[@]}"; do
   rc=0; "$B/$t" --no-such-option >/dev/null 2>"$T/e" || rc=$?
   [[ $rc -eq 1 ]] && grep -q "^$t: error: unknown option --no-such-option" "$T/e" \
     || { fail "$t: bad option (exit $rc)"; cat "$T/e"; }
+  rc=0
   # shellcheck disable=SC2086  # the arguments are split on purpose
-  rc=0; "$B/$t" ${bad[$t]} >/dev/null 2>"$T/e" || rc=$?
+  "$B/$t" ${bad[$t]} >/dev/null 2>"$T/e" || rc=$?
   [[ $rc -eq 1 && $(grep -c "^$t: error: .*$N" "$T/e") -eq 1 ]] && { [[ $t == ngtrain ]] || ! grep -q "^ngtrain" "$T/e"; } \
     || { fail "$t: missing input (exit $rc)"; cat "$T/e"; }
 done

@@ -36,10 +36,13 @@ static inline void fz_init(void) {
 }
 
 /* fz_dir/name; the buffer is static per call site (callers copy if they need two). */
-static inline void fz_path(const char *name, char *out, size_t n) { snprintf(out, n, "%s/%s", fz_dir, name); }
+static inline void fz_path(const char *name, char *out, size_t n) {
+  snprintf(out, n, "%s/%s", fz_dir, name);
+}
 
 /* Write data to fz_dir/name (replacing it); returns 0 or aborts (a harness failure). */
-static inline int fz_write(const char *name, const uint8_t *data, size_t size, char *path, size_t n) {
+static inline int fz_write(const char *name, const uint8_t *data, size_t size, char *path,
+                           size_t n) {
   fz_path(name, path, n);
   FILE *f = fopen(path, "wb");
   if (!f) {
@@ -60,7 +63,7 @@ static inline int fz_write(const char *name, const uint8_t *data, size_t size, c
 /* The library's error messages must be one NUL-terminated sentence: check it is. */
 static inline void fz_check_err(const ngt_err *e) {
   size_t n = strnlen(e->msg, sizeof e->msg);
-  if (n == sizeof e->msg) abort(); /* not terminated */
+  if (n == sizeof e->msg) abort();     /* not terminated */
   if (e->code != 0 && n == 0) abort(); /* an error without a message */
 }
 

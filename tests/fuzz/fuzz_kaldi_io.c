@@ -60,7 +60,8 @@ static void touch(const ngt_kaldi_entry *e, int with_data) {
   volatile float s = 0;
   (void)s;
   for (int i = 0; i < e->mat.rows; i++)
-    for (int j = 0; j < e->mat.cols; j++) s += e->mat.data[(size_t)i * (size_t)e->mat.stride + (size_t)j];
+    for (int j = 0; j < e->mat.cols; j++)
+      s += e->mat.data[(size_t)i * (size_t)e->mat.stride + (size_t)j];
   (void)strlen(e->key);
 }
 
@@ -104,7 +105,8 @@ static void read_ali(const char *path, const uint8_t *body, size_t n) {
     size_t start;
     if (i == 0 || body[i - 1] == '\n') {
       start = i;
-    } else if (body[i] == '\0' && i + 1 < n && body[i + 1] == 'B' && i >= 2 && body[i - 1] == ' ') {
+    } else if (body[i] == '\0' && i + 1 < n && body[i + 1] == 'B' && i >= 2 &&
+               body[i - 1] == ' ') {
       size_t j = i - 1;
       while (j > 0 && body[j - 1] != ' ' && body[j - 1] != '\n' && body[j - 1] != '\0' &&
              body[j - 1] != 'B')
@@ -115,8 +117,8 @@ static void read_ali(const char *path, const uint8_t *body, size_t n) {
     }
     char key[256];
     size_t k = 0;
-    while (start + k < n && k + 1 < sizeof key && body[start + k] != ' ' && body[start + k] != '\n' &&
-           body[start + k] != '\0' && body[start + k] != '\t')
+    while (start + k < n && k + 1 < sizeof key && body[start + k] != ' ' &&
+           body[start + k] != '\n' && body[start + k] != '\0' && body[start + k] != '\t')
       key[k] = (char)body[start + k], k++;
     key[k] = '\0';
     const int32_t *labels = NULL;
@@ -181,8 +183,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       fz_write("ali.txt", body, n, path, sizeof path);
       read_ali(path, body, n);
       break;
-    default:
-      decompress(body, n);
+    default: decompress(body, n);
   }
   return 0;
 }

@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   /* invariants of a parsed network */
-  if (!net || net->num_comps < 2 || net->input_dim != net->feat_dim * (net->ctx_left + net->ctx_right + 1))
+  if (!net || net->num_comps < 2 ||
+      net->input_dim != net->feat_dim * (net->ctx_left + net->ctx_right + 1))
     abort();
   size_t off = 0;
   int dim = net->input_dim;

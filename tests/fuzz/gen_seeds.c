@@ -45,13 +45,19 @@ static void write_bytes(const char *sub, const char *name, const void *data, siz
 /* mode byte + file contents (the kaldi_io harness's input layout) */
 static void write_kaldi_seed(const char *name, int mode, const char *file) {
   FILE *f = fopen(file, "rb");
-  if (!f) { perror(file); exit(1); }
+  if (!f) {
+    perror(file);
+    exit(1);
+  }
   fseek(f, 0, SEEK_END);
   long n = ftell(f);
   fseek(f, 0, SEEK_SET);
   unsigned char *buf = malloc((size_t)n + 1);
   buf[0] = (unsigned char)mode;
-  if (n && fread(buf + 1, 1, (size_t)n, f) != (size_t)n) { perror(file); exit(1); }
+  if (n && fread(buf + 1, 1, (size_t)n, f) != (size_t)n) {
+    perror(file);
+    exit(1);
+  }
   fclose(f);
   write_bytes("kaldi_io", name, buf, (size_t)n + 1);
   free(buf);
@@ -59,12 +65,18 @@ static void write_kaldi_seed(const char *name, int mode, const char *file) {
 
 static void copy_file_seed(const char *sub, const char *name, const char *from) {
   FILE *f = fopen(from, "rb");
-  if (!f) { perror(from); exit(1); }
+  if (!f) {
+    perror(from);
+    exit(1);
+  }
   fseek(f, 0, SEEK_END);
   long n = ftell(f);
   fseek(f, 0, SEEK_SET);
   unsigned char *buf = malloc((size_t)n + 1);
-  if (n && fread(buf, 1, (size_t)n, f) != (size_t)n) { perror(from); exit(1); }
+  if (n && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    perror(from);
+    exit(1);
+  }
   fclose(f);
   write_bytes(sub, name, buf, (size_t)n);
   free(buf);
@@ -75,10 +87,10 @@ static void copy_file_seed(const char *sub, const char *name, const char *from) 
 typedef struct utts {
   int U, D, C;
   int64_t T;
-  float *feats;      /* T x D */
-  int32_t *labels;   /* T */
-  int64_t *offsets;  /* U+1 */
-  char **ids;        /* U */
+  float *feats;     /* T x D */
+  int32_t *labels;  /* T */
+  int64_t *offsets; /* U+1 */
+  char **ids;       /* U */
 } utts;
 
 /* The first U utterances of a shard, at most max_frames frames each (cut). */
@@ -102,7 +114,8 @@ static utts take_utts(const char *path, int U, int max_frames) {
   for (int k = 0; k < U; k++) {
     int64_t len = u.offsets[k + 1] - u.offsets[k];
     check(ngt_shard_read(sh, sh->utt_offsets[k], len, u.feats + u.offsets[k] * u.D,
-                         u.labels + u.offsets[k], &err), "read");
+                         u.labels + u.offsets[k], &err),
+          "read");
   }
   if (ids) ngt_shard_free_ids(ids, sh->num_utts);
   ngt_shard_close(sh);
@@ -116,11 +129,13 @@ static void gen_shards(const utts *u) {
   ngt_shard_write_opts o = {0, 16};
   path_of("shard", "dev3-plain.h5", p, sizeof p);
   check(ngt_shard_write(p, u->feats, u->T, u->D, u->labels, u->offsets, u->U,
-                        (const char *const *)u->ids, u->C, &o, &err), p);
+                        (const char *const *)u->ids, u->C, &o, &err),
+        p);
   o.compress = 6;
   path_of("shard", "dev3-gzip.h5", p, sizeof p);
   check(ngt_shard_write(p, u->feats, u->T, u->D, u->labels, u->offsets, u->U,
-                        (const char *const *)u->ids, u->C, &o, &err), p);
+                        (const char *const *)u->ids, u->C, &o, &err),
+        p);
   o.compress = 0;
   o.chunk_frames = 32;
   path_of("shard", "dev1-noids.h5", p, sizeof p);
@@ -161,9 +176,9 @@ static void gen_models(const char *srcdir) {
   double sig[4] = {1, 3, 8000, 2}, pend[3] = {6, 2, -1.5};
   double ng[6] = {1, 2, 3, 4, 5, 6};
   float bd[4] = {0.1f, -0.2f, 0.3f, 0};
-  ngt_blob b[] = {{"iter", NGT_BLOB_I64, 1, &iter},       {"num_iters", NGT_BLOB_I64, 1, &nit},
-                  {"positions", NGT_BLOB_I64, 2, pos},    {"signature", NGT_BLOB_F64, 4, sig},
-                  {"pending", NGT_BLOB_F64, 3, pend},     {"ngstate", NGT_BLOB_F64, 6, ng},
+  ngt_blob b[] = {{"iter", NGT_BLOB_I64, 1, &iter},    {"num_iters", NGT_BLOB_I64, 1, &nit},
+                  {"positions", NGT_BLOB_I64, 2, pos}, {"signature", NGT_BLOB_F64, 4, sig},
+                  {"pending", NGT_BLOB_F64, 3, pend},  {"ngstate", NGT_BLOB_F64, 6, ng},
                   {"bmuf_delta", NGT_BLOB_F32, 4, bd}};
   path_of("nnet_load", "tiny-ckpt.h5", p, sizeof p);
   check(ngt_nnet_save(a, p, b, (int)(sizeof b / sizeof *b), &err), p);
@@ -174,7 +189,8 @@ static void gen_models(const char *srcdir) {
                          "layer type=pnorm dim=6 group=3 max-change=0.5\n"
                          "layer type=relu-renorm dim=3 learning-rate-factor=0.5\n"
                          "layer type=affine dim=2 use-natural-gradient=false\n"
-                         "output dim=2 rank-in=1 rank-out=1 alpha=2\n", 2);
+                         "output dim=2 rank-in=1 rank-out=1 alpha=2\n",
+                         2);
   float Tc[6] = {2, 0, -1, 0, 0.5f, 0.25f};
   ngt_nnet_set_transform(c, NGT_TRANSFORM_CMVN, Tc);
   path_of("nnet_load", "tiny-alltypes.h5", p, sizeof p);
@@ -193,12 +209,18 @@ static void gen_models(const char *srcdir) {
 
 /* ------------------------------------------------------------------ Kaldi */
 
-static void put_i32(FILE *f, int32_t v) { fputc(4, f); fwrite(&v, 4, 1, f); }
+static void put_i32(FILE *f, int32_t v) {
+  fputc(4, f);
+  fwrite(&v, 4, 1, f);
+}
 
 static void gen_kaldi(const utts *u, const char *tmp) {
   char ark[4096], scp[4096], spec[8300];
   /* the same a.ark / t.ark the harness writes at start-up, with an scp of offsets */
-  if (chdir(tmp) != 0) { perror(tmp); exit(1); }
+  if (chdir(tmp) != 0) {
+    perror(tmp);
+    exit(1);
+  }
   const int shapes[3][2] = {{4, 3}, {1, 5}, {2, 2}};
   const char *keys[3] = {"utt1", "utt2", "utt3"};
   const char *specs[2] = {"ark,scp:a.ark,a.scp", "ark,t,scp:t.ark,t.scp"};
@@ -254,8 +276,8 @@ static void gen_kaldi(const utts *u, const char *tmp) {
   ngt_kaldi_writer *w;
   check(ngt_kaldi_writer_open(spec, &w, &err), spec);
   for (int k = 0; k < 2; k++) {
-    ngt_mat m = ngt_mat_view(u->feats + u->offsets[k] * u->D, (int)(u->offsets[k + 1] - u->offsets[k]),
-                             u->D, u->D);
+    ngt_mat m = ngt_mat_view(u->feats + u->offsets[k] * u->D,
+                             (int)(u->offsets[k + 1] - u->offsets[k]), u->D, u->D);
     if (m.rows > 6) m.rows = 6;
     check(ngt_kaldi_writer_write(w, u->ids[k], m, &err), "write");
   }
@@ -274,23 +296,38 @@ static void gen_kaldi(const utts *u, const char *tmp) {
   /* DM, CM, CM2, CM3 and an empty matrix, by hand (Kaldi's binary layouts) */
   snprintf(ark, sizeof ark, "%s/mixed.ark", tmp);
   FILE *f = fopen(ark, "wb");
-  fputs("dm ", f); fwrite("\0BDM ", 1, 5, f); put_i32(f, 2); put_i32(f, 2);
+  fputs("dm ", f);
+  fwrite("\0BDM ", 1, 5, f);
+  put_i32(f, 2);
+  put_i32(f, 2);
   double dv[4] = {1.5, -2, 3.25, 1e-3};
   fwrite(dv, 8, 4, f);
   float hdr[2] = {-1.0f, 4.0f};
   int32_t rc2[2] = {3, 2};
-  fputs("cm2 ", f); fwrite("\0BCM2 ", 1, 6, f); fwrite(hdr, 4, 2, f); fwrite(rc2, 4, 2, f);
+  fputs("cm2 ", f);
+  fwrite("\0BCM2 ", 1, 6, f);
+  fwrite(hdr, 4, 2, f);
+  fwrite(rc2, 4, 2, f);
   uint16_t v16[6] = {0, 100, 65535, 30000, 2, 40000};
   fwrite(v16, 2, 6, f);
-  fputs("cm3 ", f); fwrite("\0BCM3 ", 1, 6, f); fwrite(hdr, 4, 2, f); fwrite(rc2, 4, 2, f);
+  fputs("cm3 ", f);
+  fwrite("\0BCM3 ", 1, 6, f);
+  fwrite(hdr, 4, 2, f);
+  fwrite(rc2, 4, 2, f);
   unsigned char v8[6] = {0, 1, 2, 250, 255, 128};
   fwrite(v8, 1, 6, f);
-  fputs("cm ", f); fwrite("\0BCM ", 1, 5, f); fwrite(hdr, 4, 2, f); fwrite(rc2, 4, 2, f);
+  fputs("cm ", f);
+  fwrite("\0BCM ", 1, 5, f);
+  fwrite(hdr, 4, 2, f);
+  fwrite(rc2, 4, 2, f);
   uint16_t ph[2][4] = {{0, 1000, 50000, 65535}, {10, 20, 30, 40}};
   fwrite(ph, 2, 8, f);
   unsigned char cb[6] = {0, 64, 255, 10, 192, 200}; /* column by column */
   fwrite(cb, 1, 6, f);
-  fputs("empty ", f); fwrite("\0BFM ", 1, 5, f); put_i32(f, 0); put_i32(f, 0);
+  fputs("empty ", f);
+  fwrite("\0BFM ", 1, 5, f);
+  put_i32(f, 0);
+  put_i32(f, 0);
   fputs("txt [\n 1 2 3\n 4 5 6 ]\n", f);
   fclose(f);
   write_kaldi_seed("mixed-data", 0, ark);
@@ -314,7 +351,8 @@ static void gen_kaldi(const utts *u, const char *tmp) {
     fprintf(f, "%s ", u->ids[k]);
     fwrite("\0B", 1, 2, f);
     int32_t n = 5;
-    fputc(4, f); fwrite(&n, 4, 1, f);
+    fputc(4, f);
+    fwrite(&n, 4, 1, f);
     for (int t = 0; t < n; t++) put_i32(f, u->labels[u->offsets[k] + t]);
   }
   fclose(f);
@@ -326,8 +364,10 @@ static void gen_kaldi(const utts *u, const char *tmp) {
   for (int fmt = 0; fmt < 3; fmt++) {
     size_t n = 0;
     pl[n++] = (unsigned char)fmt;
-    memcpy(pl + n, hdr, 8); n += 8;
-    memcpy(pl + n, r22, 8); n += 8;
+    memcpy(pl + n, hdr, 8);
+    n += 8;
+    memcpy(pl + n, r22, 8);
+    n += 8;
     size_t body = fmt == 0 ? 2 * 8 + 4 : fmt == 1 ? 8 : 4;
     for (size_t i = 0; i < body; i++) pl[n++] = (unsigned char)(i * 37 + 5);
     char name[32];
@@ -355,7 +395,8 @@ static void npy_write_o(const char *name, int major, const char *descr, int fort
   b[6] = (unsigned char)major;
   b[7] = 0;
   if (major == 1) {
-    b[8] = (unsigned char)(hl & 0xff); b[9] = (unsigned char)(hl >> 8);
+    b[8] = (unsigned char)(hl & 0xff);
+    b[9] = (unsigned char)(hl >> 8);
   } else {
     uint32_t h32 = (uint32_t)hl;
     memcpy(b + 8, &h32, 4);
@@ -387,7 +428,8 @@ static void gen_npy(const utts *u) {
   int64_t l64[12];
   unsigned char l8[12];
   uint16_t l16[12];
-  for (int i = 0; i < 12; i++) l64[i] = u->labels[i], l8[i] = (unsigned char)u->labels[i], l16[i] = (uint16_t)u->labels[i];
+  for (int i = 0; i < 12; i++)
+    l64[i] = u->labels[i], l8[i] = (unsigned char)u->labels[i], l16[i] = (uint16_t)u->labels[i];
   npy_write("labels-i8.npy", 1, "<i8", shape, l64, sizeof l64);
   npy_write("labels-u1.npy", 1, "|u1", shape, l8, sizeof l8);
   npy_write("labels-u2-v3.npy", 3, "<u2", shape, l16, sizeof l16);
@@ -429,7 +471,10 @@ int main(int argc, char **argv) {
   path_of("nnet_load", "tiny-relu.h5", p, sizeof p);
   copy_file_seed("shard", "is-a-model.h5", p);
   char tmp[] = "/tmp/ngt-gen-seeds.XXXXXX";
-  if (!mkdtemp(tmp)) { perror("mkdtemp"); return 1; }
+  if (!mkdtemp(tmp)) {
+    perror("mkdtemp");
+    return 1;
+  }
   gen_kaldi(&u, tmp);
   gen_npy(&u);
   char cmd[4200];
