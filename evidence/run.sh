@@ -103,10 +103,10 @@ run() {
   local dir=$OUT/runs/$name
   local key="np=$np ngtrain=$BIN_KEY $*"
   if [[ -f $dir/metrics.jsonl && -f $dir.key && "$(<"$dir.key")" == "$key" ]]; then
-    echo x >>"$OUT/.cached"
+    echo x >>"$OUT/.cached.$$"
     return 0
   fi
-  echo x >>"$OUT/.ran"
+  echo x >>"$OUT/.ran.$$"
   rm -rf "$dir" "$dir.key" "$dir.log"
   log "run $name (np $np)"
   local rc=0
@@ -135,10 +135,11 @@ machine_info() { # the header of every results file
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # wall T0: elapsed time since T0, and how many runs were trained or reused (counted since reset_counts)
-reset_counts() { : >"$OUT/.ran"; : >"$OUT/.cached"; }
+# (per process: two evidence commands may share OUT)
+reset_counts() { : >"$OUT/.ran.$$"; : >"$OUT/.cached.$$"; }
 wall() {
   local s=$((SECONDS - $1))
-  echo "$((s / 60)) min $((s % 60)) s; $(wc -l <"$OUT/.ran") runs trained, $(wc -l <"$OUT/.cached") reused from the cache"
+  echo "$((s / 60)) min $((s % 60)) s; $(wc -l <"$OUT/.ran.$$") runs trained, $(wc -l <"$OUT/.cached.$$") reused from the cache"
 }
 
 # ------------------------------------------------------------------ data
@@ -338,8 +339,8 @@ cost_run() {
   local name=$1 np=$2; shift 2
   local dir=$OUT/runs/$name key
   key="np=$np ngtrain=$BIN_KEY $*"
-  if [[ -f $dir/metrics.jsonl && -f $dir.cpu && "$(<"$dir.key")" == "$key" ]]; then echo x >>"$OUT/.cached"; return 0; fi
-  echo x >>"$OUT/.ran"
+  if [[ -f $dir/metrics.jsonl && -f $dir.cpu && "$(<"$dir.key")" == "$key" ]]; then echo x >>"$OUT/.cached.$$"; return 0; fi
+  echo x >>"$OUT/.ran.$$"
   rm -rf "$dir" "$dir.key" "$dir.log" "$dir.cpu"
   log "run $name (np $np, timing: keep the machine otherwise idle)"
   mpirun -np "$np" "$NGTRAIN" "$@" --dir="$dir" >"$dir.log" 2>&1 &
@@ -578,7 +579,8 @@ cmd_transform() {
 # w, w+W, ...; in an iteration of n jobs workers 0..n-1 each read --samples-per-iter frames).
 coverage() {
   local dir=$1 W=$2 glob=$3 line
-  line=$(grep -m1 -o "passes over the data per shard[^;]*" "$dir.log" 2>/dev/null | sed 's/.*: *//') || true
+  line=$(grep -m1 -o "passes over the data per shard: .*" "$dir.log" 2>/dev/null \
+         | sed 's/^passes over the data per shard: *//; s/ (\([0-9]*\) shard(s); \([0-9]*\) archive reads of \([0-9]*\) archives.*/ (\2 reads of \3 archives)/') || true
   if [[ -n $line ]]; then echo "$line"; return; fi
   local sizes=() f
   for f in $glob; do sizes+=("$(frames_of "$f")"); done
