@@ -1,7 +1,7 @@
 /* coordinator.c — rank 0's part of training: the schedule's header of each iteration,
  * job acceptance and averaging (pure functions, coordinator.h), diagnostics and metrics,
  * the run directory and its checkpoints, the final combination and priors
- * (docs/algorithm.md §4.2-4.6, §4.9; docs/design.md "Training"). */
+ * (docs/algorithm.md §4.2-4.6, §4.9; docs/design.md §3). */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>

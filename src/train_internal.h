@@ -1,5 +1,5 @@
 /* train_internal.h — what the trainer's files share: the run context, the messages of one
- * iteration, and the coordinator's and worker's entry points (docs/design.md "Training";
+ * iteration, and the coordinator's and worker's entry points (docs/design.md §3;
  * docs/algorithm.md §4). Not installed: train.c (the run), coordinator.c, worker.c.
  *
  * Roles: train.c sets up, runs the iteration protocol and finishes; coordinator.c owns

@@ -1,6 +1,6 @@
 /* worker.c — a worker rank's part of training: its data stream, the NG-SGD steps of one
  * job, and its NG state across iterations and retries (docs/algorithm.md §3, §4.1-4.3;
- * docs/design.md "Training").
+ * docs/design.md §3).
  * Data: with --data-placement=shared (default) the job j of iteration i reads archive
  * read p_i + j of the whole corpus (archives.h), whichever worker it is, and tells the
  * stream which read comes next so prefetch runs ahead; with local placement worker w

@@ -1,5 +1,5 @@
 /* archives.h — the corpus cut into Kaldi-style archives, and Kaldi's round-robin
- * assignment of archives to jobs (docs/algorithm.md §4.1-4.2; docs/design.md "Data").
+ * assignment of archives to jobs (docs/algorithm.md §4.1-4.2; docs/design.md §3.6).
  *
  * Kaldi dumps A egs archives and gives job j of iteration i archive (p_i + j) mod A,
  * p_i being the number of archive reads handed out before iteration i, so every archive

@@ -1,5 +1,5 @@
 /* checkpoint.h — the training state a checkpoint holds, typed, read and written in one
- * place (docs/design.md "Checkpoints"; resume is exact, docs/algorithm.md §4).
+ * place (docs/design.md §5.2; resume is exact, docs/algorithm.md §4).
  *
  * A checkpoint N.h5 is the model after N iterations (nnet_io.h) plus /train_state:
  *   iter        int64 [1]            N

@@ -1,6 +1,6 @@
 /* coordinator.h — the coordinator's decisions as pure functions (no MPI, no I/O):
  * which jobs of an iteration enter the average, and the average itself
- * (docs/algorithm.md §4.3; BMUF: Chen & Huo 2016; docs/design.md "Training").
+ * (docs/algorithm.md §4.3; BMUF: Chen & Huo 2016; docs/design.md §3).
  *
  *   ngt_job_result r[3] = {{-1.2 * 8000, 8000, 1, 1}, {-1.3 * 8000, 8000, 1, 1}, {0, 0, 0, 0}};
  *   int mask[3];

@@ -1,5 +1,5 @@
 /* h5util.h — the project's one set of HDF5 attribute readers/writers, and the content
- * checksums that models and checkpoints carry (docs/design.md "Formats").
+ * checksums that models and checkpoints carry (docs/design.md §5.2).
  *
  * Attributes: scalar only. Every function names the file (`file`, as the user gave it),
  * the object (its HDF5 path, from H5Iget_name) and the attribute in its error message:
