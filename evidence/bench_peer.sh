@@ -2,7 +2,7 @@
 # bench_peer — ngtrain's training step vs PyTorch (Debian's python3-torch) on the same
 # network, minibatch, thread count and BLAS kernel, fp32 and bf16, measured in one run.
 # PyTorch bf16 is torch.autocast("cpu", dtype=torch.bfloat16) with plain SGD; ngtrain's
-# bf16 is --precision=bf16 (oneDNN matmul). Goals (issue 11): bf16 ngtrain with online NG
+# bf16 is --precision=bf16 (oneDNN matmul). Goals: bf16 ngtrain with online NG
 # >= 1.2 x PyTorch autocast-bf16 plain SGD; fp32 ngtrain with NG >= 1.1 x PyTorch fp32.
 # Usage: bench_peer.sh BUILD_DIR [threads...]   (meson passes BUILD_DIR; threads default
 # "1 2" on a machine with >= 2 cores). Skips (exit 77) without torch.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""mkcorpus.py — a speech-like corpus made from what Debian ships (issue 14 item 1).
+"""mkcorpus.py — a speech-like corpus made from what Debian ships.
 
 Text-to-speech engines that report phone timings (flite -psdur, festival utt.save.segs)
 speak sentences from a deterministic word-list generator in many "speakers" (voice, duration

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""peers.py — PyTorch peers of ngtrain on the same HDF5 shards (issue 14 item 2).
+"""peers.py — PyTorch peers of ngtrain on the same HDF5 shards.
 
 Network: data/nnet-speech.cfg mirrored: 11 spliced frames (context -5..5, edge frames repeated
 within an utterance, as ngtrain) -> 4 x [affine 1024, relu, normalize (Kaldi NormalizeComponent,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data coverage (issue 12). Shared placement (default): Kaldi's round-robin over archives of
+# Data coverage (docs/design.md §3.6). Shared placement (default): Kaldi's round-robin over archives of
 # the whole corpus reads every frame --num-epochs times whatever the shard sizes, the worker
 # count and the job ramp; fewer shards than workers train; one job under mpirun -np 2
 # equals one process bit for bit. Local placement: shards no job reads are refused (named,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A damaged checkpoint is never trained on (issue 13 item 6): 64 bytes flipped in the middle
+# A damaged checkpoint is never trained on: 64 bytes flipped in the middle
 # of the newest checkpoint of a stopped run; the resumed run says so naming the file, falls
 # back to the checkpoint before, and ends with the final model an undamaged run gives, bit
 # for bit (resuming is exact). The tools refuse a damaged final model, naming it.
