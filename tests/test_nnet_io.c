@@ -800,7 +800,7 @@ static flip_counts flip_all(const char *src, const ngt_nnet *a, const ngt_blob *
   for (size_t k = 0; k < nsingle + 256; k++) {
     memcpy(buf, orig, n);
     size_t off = k * stride, len = 1;
-    if (k >= nsingle) { /* a 64-byte run, as in the damaged-checkpoint report that motivated the checksums */
+    if (k >= nsingle) { /* a 64-byte run, as in the damaged-checkpoint report */
       len = 64;
       off = (size_t)(ngt_rng_u64(&r) % (n - len));
     }
