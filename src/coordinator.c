@@ -365,7 +365,7 @@ void ngt_coord_print_startup(const ngt_train_ctx *c) {
                                                 : "online NG-SGD",
           (double)o->max_param_change,
           c->ch.averaging == NGT_AVERAGING_BMUF ? "BMUF" : "model average", ngt_blas_corename(),
-          ngt_blas_get_threads(), ngt_hdf5_locking());
+          ngt_engine_threads(), ngt_hdf5_locking());
   char eng[512];
   ngt_engine_describe(eng, sizeof eng);
   NGT_LOG(NGT_INFO, "compute: %s", eng);

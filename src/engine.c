@@ -109,9 +109,16 @@ int ngt_engine_setup(int precision, int threads, ngt_err *err) {
   g_requested = precision;
   g_precision = p;
   g_threads = threads;
-  ngt_blas_set_threads(threads);
+  /* One thread pool per precision. Debian's OpenBLAS is the pthreads build: its workers
+   * spin after each threaded call, and libgomp's spin too, so with both pools at T > 1 a
+   * T-core worker runs up to 2T busy threads and the GEMMs wait on descheduled ones.
+   * fp32: the GEMMs are OpenBLAS's, so OpenBLAS gets the T threads and the elementwise row
+   * loops (a few % of an fp32 step) run on this thread. bf16: the GEMMs and the row loops
+   * are oneDNN's/OpenMP's, so OpenMP gets the T threads and OpenBLAS (bias sums, traces,
+   * the NG Fisher updates) runs on this thread. */
+  ngt_blas_set_threads(p == NGT_PREC_FP32 ? threads : 1);
 #ifdef _OPENMP
-  omp_set_num_threads(threads);
+  omp_set_num_threads(p == NGT_PREC_FP32 ? 1 : threads);
 #endif
   return 0;
 }
