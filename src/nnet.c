@@ -869,8 +869,12 @@ static void relu_forward(ngt_mat in, ngt_mat out) {
  * for CPUs with AVX-512 BF16 (where the bf16 engine runs), the same body compiled for
  * AVX-512 that also writes the bf16 copy of its output row while the row is in cache
  * (the operand of the next GEMM). bf == NULL: no bf16 copy. */
+#ifdef __clang__ /* clang has no prefer-vector-width target option (and would ignore the rest) */
+#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#else
 #define AVX512_BF16 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,prefer-vector-width=512")))
+#endif
 #define ROW_KERNEL(name, params, args)                               \
   AVX512_BF16 static void name##_avx512 params { name##_body args; } \
   static void name params {                                          \
