@@ -28,7 +28,12 @@ const ngt_field ngt_train_signature_fields[] = {SF("--seed", seed),
                                                 SF("the network config (--config)", config),
                                                 SF("the training shards (--train)", train),
                                                 SF("--averaging", bmuf),
-                                                SF("--data-placement", data_placement)};
+                                                SF("--data-placement", data_placement),
+                                                SF("--optimizer", optimizer),
+                                                SF("--momentum", momentum),
+                                                SF("--adam-beta1", adam_beta1),
+                                                SF("--adam-beta2", adam_beta2),
+                                                SF("--adam-epsilon", adam_epsilon)};
 #undef SF
 const int ngt_train_signature_nfields = (int)(sizeof ngt_train_signature_fields /
                                               sizeof ngt_train_signature_fields[0]);
@@ -55,7 +60,7 @@ const ngt_field ngt_train_metrics_fields[] = {MF(iter),
 const int ngt_train_metrics_nfields = (int)(sizeof ngt_train_metrics_fields /
                                             sizeof ngt_train_metrics_fields[0]);
 
-_Static_assert(sizeof(ngt_train_signature) == 17 * sizeof(double), "signature: 17 doubles");
+_Static_assert(sizeof(ngt_train_signature) == 22 * sizeof(double), "signature: 22 doubles");
 _Static_assert(sizeof(ngt_train_metrics) == 16 * sizeof(double), "metrics: 16 doubles");
 
 static double *field(void *s, const ngt_field *f) { return (double *)((char *)s + f->offset); }
@@ -95,7 +100,7 @@ void ngt_checkpoint_path(const char *dir, int iter, char *buf, size_t n) {
 
 int ngt_checkpoint_write(const char *path, const ngt_nnet *net, const ngt_train_state *st,
                          ngt_err *err) {
-  double sig[17], pend[16];
+  double sig[sizeof(ngt_train_signature) / sizeof(double)], pend[16];
   int64_t arch[2] = {st->archives_done, st->num_archives};
   pack(&st->sig, ngt_train_signature_fields, ngt_train_signature_nfields, sig);
   pack(&st->pending, ngt_train_metrics_fields, ngt_train_metrics_nfields, pend);
@@ -219,10 +224,10 @@ void ngt_train_state_print(const ngt_train_state *st, FILE *out) {
     fprintf(out, "  pending metrics: none\n");
   }
   if (st->ng_doubles)
-    fprintf(out, "  ngstate                  %zu doubles per worker (NG preconditioner state)\n",
+    fprintf(out, "  ngstate                  %zu doubles per worker (NG, momentum, Adam state)\n",
             st->ng_doubles);
   else
-    fprintf(out, "  ngstate                  none (plain SGD)\n");
+    fprintf(out, "  ngstate                  none (plain SGD, no momentum)\n");
   if (st->bmuf_n)
     fprintf(out, "  bmuf_delta               %zu floats (BMUF block momentum)\n", st->bmuf_n);
 }

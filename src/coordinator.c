@@ -127,6 +127,11 @@ void ngt_coord_make_signature(ngt_train_ctx *c) {
   s->train = h;
   s->bmuf = c->ch.averaging == NGT_AVERAGING_BMUF;
   s->data_placement = c->ch.placement;
+  s->optimizer = c->ch.optimizer;
+  s->momentum = o->momentum;
+  s->adam_beta1 = o->adam_beta1;
+  s->adam_beta2 = o->adam_beta2;
+  s->adam_epsilon = o->adam_epsilon;
 }
 
 /* ---------------------------------------------------------------- data placement */
@@ -360,7 +365,8 @@ void ngt_coord_print_startup(const ngt_train_ctx *c) {
   NGT_LOG(NGT_INFO,
           "optimizer: %s, max-param-change %g, averaging %s; BLAS %s kernels, %d thread(s) "
           "per rank; HDF5 file locking: %s",
-          c->ch.precond == NGT_PRECOND_NONE     ? "plain SGD"
+          c->ch.optimizer == NGT_OPTIMIZER_ADAM ? "Adam"
+          : c->ch.precond == NGT_PRECOND_NONE   ? "plain SGD"
           : c->ch.precond == NGT_PRECOND_SIMPLE ? "simple NG-SGD"
                                                 : "online NG-SGD",
           (double)o->max_param_change,

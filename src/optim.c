@@ -8,6 +8,12 @@
  * Max-change (§3.3): n_c = lr·lrf_c·‖Δ_c‖_F; f_c = min(1, m_c/n_c);
  *   P = sqrt(Σ f_c² n_c²); scale = min(1, M/P); refuse if P is not finite;
  *   θ_c -= scale·f_c·lr·lrf_c·Δ_c.
+ * Momentum μ > 0 (Kaldi nnet3 NnetTrainer: delta_nnet accumulates the lr-scaled
+ * gradients, UpdateNnetWithMaxChange applies it scaled by 1-μ, then it is scaled by μ):
+ *   D_c += lr·lrf_c·Δ_c; n_c = (1-μ)‖D_c‖; ...; θ_c -= scale·f_c·(1-μ)·D_c; D_c *= μ.
+ * Adam (on the plain Δ, t = this worker's applied steps):
+ *   m = β1 m + (1-β1)Δ; v = β2 v + (1-β2)Δ²; S = (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + ε);
+ *   n_c = lr·lrf_c·‖S_c‖; ...; θ_c -= scale·f_c·lr·lrf_c·S_c.
  */
 #include "ngtrain/optim.h"
 
@@ -35,7 +41,10 @@ struct ngt_optim {
   ng_layer *layers;
   int max_rows;
   size_t num_params;
-  float *delta;        /* num_params: unscaled Δ in the params layout */
+  float *delta;        /* num_params: unscaled Δ in the params layout (Adam: the step S) */
+  float *mom;          /* num_params: momentum buffer D (NULL if momentum == 0) */
+  float *am, *av;      /* num_params: Adam's moments (NULL unless Adam) */
+  double at;           /* Adam: steps taken (bias correction) */
   ngt_mat xt;          /* max_rows x (maxI+1): [X, 1] scratch */
   ngt_mat gt;          /* max_rows x maxO: G scratch */
   float *ones;         /* max_rows ones */
@@ -56,6 +65,11 @@ ngt_optim_opts ngt_optim_opts_default(void) {
   o.alpha = 4.0;
   o.simple_alpha = 4.0;
   o.max_param_change = 2.0f;
+  o.optimizer = NGT_OPTIMIZER_SGD;
+  o.momentum = 0.0;
+  o.adam_beta1 = 0.9;
+  o.adam_beta2 = 0.999;
+  o.adam_epsilon = 1e-8;
   return o;
 }
 
@@ -87,6 +101,22 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
                        (double)o->max_param_change);
   if (o->simple_alpha < 0)
     return ngt_err_set(err, NGT_EINVAL, "simple-method alpha %g must be >= 0", o->simple_alpha);
+  if (o->optimizer != NGT_OPTIMIZER_SGD && o->optimizer != NGT_OPTIMIZER_ADAM)
+    return ngt_err_set(err, NGT_EINVAL, "unknown optimizer %d", o->optimizer);
+  if (!(o->momentum >= 0 && o->momentum < 1))
+    return ngt_err_set(err, NGT_EINVAL, "--momentum=%g must be in [0, 1)", o->momentum);
+  const int adam = o->optimizer == NGT_OPTIMIZER_ADAM;
+  if (adam) {
+    if (o->momentum != 0)
+      return ngt_err_set(err, NGT_EINVAL,
+                         "--momentum=%g is for --optimizer=sgd; Adam's momentum is --adam-beta1",
+                         o->momentum);
+    if (!(o->adam_beta1 >= 0 && o->adam_beta1 < 1) || !(o->adam_beta2 >= 0 && o->adam_beta2 < 1))
+      return ngt_err_set(err, NGT_EINVAL, "--adam-beta1=%g and --adam-beta2=%g must be in [0, 1)",
+                         o->adam_beta1, o->adam_beta2);
+    if (!(o->adam_epsilon > 0))
+      return ngt_err_set(err, NGT_EINVAL, "--adam-epsilon=%g must be > 0", o->adam_epsilon);
+  }
   ngt_optim *opt = ngt_xcalloc(1, sizeof *opt);
   opt->o = *o;
   opt->max_rows = max_rows;
@@ -108,6 +138,14 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
     if (L->I > maxI) maxI = L->I;
     if (L->O > maxO) maxO = L->O;
     L->use_ng = cp->ng.use_ng >= 0 ? cp->ng.use_ng : o->use_natural_gradient;
+    if (adam && L->use_ng) {
+      ngt_optim_free(opt);
+      return ngt_err_set(err, NGT_EINVAL,
+                         "--optimizer=adam does not combine with natural gradient (layer %d "
+                         "uses it): add --use-natural-gradient=false and drop use-ng=true from "
+                         "the config",
+                         cp->layer + 1);
+    }
     L->precond = L->use_ng ? o->preconditioner : NGT_PRECOND_NONE;
     if (L->precond != NGT_PRECOND_ONLINE) continue;
     char what[160];
@@ -131,7 +169,13 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
       return rc;
     }
   }
-  opt->delta = ngt_xcalloc(net->num_params ? net->num_params : 1, sizeof(float));
+  const size_t np = net->num_params ? net->num_params : 1;
+  opt->delta = ngt_xcalloc(np, sizeof(float));
+  if (!adam && o->momentum > 0) opt->mom = ngt_xcalloc(np, sizeof(float));
+  if (adam) {
+    opt->am = ngt_xcalloc(np, sizeof(float));
+    opt->av = ngt_xcalloc(np, sizeof(float));
+  }
   opt->xt = ngt_mat_alloc(max_rows, maxI + 1);
   opt->gt = ngt_mat_alloc(max_rows, maxO);
   opt->ones = ngt_xmalloc(sizeof(float) * (size_t)max_rows);
@@ -151,6 +195,9 @@ void ngt_optim_free(ngt_optim *opt) {
     }
   free(opt->layers);
   free(opt->delta);
+  free(opt->mom);
+  free(opt->am);
+  free(opt->av);
   ngt_mat_free(&opt->xt);
   ngt_mat_free(&opt->gt);
   free(opt->ones);
@@ -224,18 +271,61 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net,
   return ngt_vec_norm2(opt->delta + cp->w_off, (size_t)O * (size_t)(I + 1));
 }
 
+/* Adam: moments from Δ (already known finite), the step S into opt->delta; t += 1. */
+static void adam_update(ngt_optim *opt, const ngt_nnet *net) {
+  const double b1 = opt->o.adam_beta1, b2 = opt->o.adam_beta2, eps = opt->o.adam_epsilon;
+  opt->at += 1.0;
+  const double c1 = 1.0 / (1.0 - pow(b1, opt->at)), c2 = 1.0 / (1.0 - pow(b2, opt->at));
+  for (int k = 0; k < opt->n_layers; k++) {
+    const ngt_comp *cp = &net->comps[opt->layers[k].comp];
+    size_t n = (size_t)opt->layers[k].O * (size_t)(opt->layers[k].I + 1);
+    float *d = opt->delta + cp->w_off, *m = opt->am + cp->w_off, *v = opt->av + cp->w_off;
+    for (size_t i = 0; i < n; i++) {
+      double g = (double)d[i];
+      m[i] = (float)(b1 * (double)m[i] + (1.0 - b1) * g);
+      v[i] = (float)(b2 * (double)v[i] + (1.0 - b2) * g * g);
+      d[i] = (float)((double)m[i] * c1 / (sqrt((double)v[i] * c2) + eps));
+    }
+  }
+}
+
 int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float lr,
                    float mpc_scale) {
   NGT_ASSERT(ws->rows <= opt->max_rows);
   opt->stats.steps++;
+  const int adam = opt->am != NULL;
+  const double mu = opt->o.momentum, omu = 1.0 - mu;
+  for (int k = 0; k < opt->n_layers; k++) {
+    ng_layer *L = &opt->layers[k];
+    L->norm2 = layer_delta(opt, L, net, ws); /* ‖Δ_c‖² */
+  }
+  if (adam) { /* moments only from a finite gradient */
+    for (int k = 0; k < opt->n_layers; k++)
+      if (!isfinite(opt->layers[k].norm2)) {
+        opt->stats.refused++;
+        return 0;
+      }
+    adam_update(opt, net);
+  }
   double P2 = 0.0;
   int finite = 1;
   for (int k = 0; k < opt->n_layers; k++) {
     ng_layer *L = &opt->layers[k];
     const ngt_comp *cp = &net->comps[L->comp];
-    double d2 = layer_delta(opt, L, net, ws);
+    size_t len = (size_t)L->O * (size_t)(L->I + 1);
+    double d2 = L->norm2;
     double s = (double)lr * (double)cp->lr_factor;
-    double nc = s * sqrt(d2); /* n_c: Frobenius norm of this component's step */
+    double nc; /* n_c: Frobenius norm of this component's step */
+    if (opt->mom) {
+      nc = NAN;
+      if (isfinite(d2)) {
+        cblas_saxpy((int)len, (float)s, opt->delta + cp->w_off, 1, opt->mom + cp->w_off, 1);
+        nc = omu * sqrt(ngt_vec_norm2(opt->mom + cp->w_off, len));
+      }
+    } else {
+      if (adam) d2 = ngt_vec_norm2(opt->delta + cp->w_off, len);
+      nc = s * sqrt(d2);
+    }
     if (!isfinite(nc)) {
       finite = 0;
       L->norm2 = NAN;
@@ -253,6 +343,7 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
   }
   if (!finite || !isfinite(P2)) {
     opt->stats.refused++;
+    if (opt->mom) memset(opt->mom, 0, sizeof(float) * opt->num_params); /* Kaldi: delta = 0 */
     return 0;
   }
   double P = sqrt(P2), scale = 1.0;
@@ -264,9 +355,15 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
   for (int k = 0; k < opt->n_layers; k++) {
     ng_layer *L = &opt->layers[k];
     const ngt_comp *cp = &net->comps[L->comp];
-    float a = (float)(-scale * L->norm2 * (double)lr * (double)cp->lr_factor);
     size_t n = (size_t)L->O * (size_t)(L->I + 1);
-    cblas_saxpy((int)n, a, opt->delta + cp->w_off, 1, net->params + cp->w_off, 1);
+    if (opt->mom) {
+      float a = (float)(-scale * L->norm2 * omu);
+      cblas_saxpy((int)n, a, opt->mom + cp->w_off, 1, net->params + cp->w_off, 1);
+      cblas_sscal((int)n, (float)mu, opt->mom + cp->w_off, 1);
+    } else {
+      float a = (float)(-scale * L->norm2 * (double)lr * (double)cp->lr_factor);
+      cblas_saxpy((int)n, a, opt->delta + cp->w_off, 1, net->params + cp->w_off, 1);
+    }
   }
   return 1;
 }
@@ -277,6 +374,8 @@ size_t ngt_optim_state_doubles(const ngt_optim *opt) {
     if (opt->layers[k].precond == NGT_PRECOND_ONLINE)
       n += ngt_ngrad_state_doubles(&opt->layers[k].in) +
            ngt_ngrad_state_doubles(&opt->layers[k].out);
+  if (opt->mom) n += opt->num_params;
+  if (opt->am) n += 2 * opt->num_params + 1;
   return n;
 }
 
@@ -289,6 +388,19 @@ void ngt_optim_state_save(const ngt_optim *opt, double *out) {
     ngt_ngrad_state_save(&L->out, out);
     out += ngt_ngrad_state_doubles(&L->out);
   }
+  for (size_t i = 0; opt->mom && i < opt->num_params; i++) *out++ = (double)opt->mom[i];
+  for (size_t i = 0; opt->am && i < opt->num_params; i++) *out++ = (double)opt->am[i];
+  for (size_t i = 0; opt->am && i < opt->num_params; i++) *out++ = (double)opt->av[i];
+  if (opt->am) *out++ = opt->at;
+}
+
+/* fp32 values stored as doubles: n of them from in into dst; 0 if all are fp32-exact. */
+static int load_floats(float *dst, const double *in, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    dst[i] = (float)in[i];
+    if (!((double)dst[i] == in[i])) return 1;
+  }
+  return 0;
 }
 
 int ngt_optim_state_load(ngt_optim *opt, const double *in, size_t n, ngt_err *err) {
@@ -305,6 +417,23 @@ int ngt_optim_state_load(ngt_optim *opt, const double *in, size_t n, ngt_err *er
       return err && err->code ? err->code : ngt_err_set(err, NGT_EFORMAT, "NG state too short");
     used += b;
   }
+  size_t extra = (opt->mom ? opt->num_params : 0) + (opt->am ? 2 * opt->num_params + 1 : 0);
+  if (used + extra != n)
+    return ngt_err_set(err, NGT_EFORMAT, "optimiser state has %zu values, expected %zu", n,
+                       used + extra);
+  if (opt->mom && load_floats(opt->mom, in + used, opt->num_params))
+    return ngt_err_set(err, NGT_EFORMAT, "momentum state: a value is not an fp32 number");
+  if (opt->mom) used += opt->num_params;
+  if (opt->am) {
+    if (load_floats(opt->am, in + used, opt->num_params) ||
+        load_floats(opt->av, in + used + opt->num_params, opt->num_params))
+      return ngt_err_set(err, NGT_EFORMAT, "Adam state: a moment is not an fp32 number");
+    used += 2 * opt->num_params;
+    double t = in[used++];
+    if (!(t >= 0 && t == floor(t)))
+      return ngt_err_set(err, NGT_EFORMAT, "Adam state: step count %g", t);
+    opt->at = t;
+  }
   if (used != n)
     return ngt_err_set(err, NGT_EFORMAT, "NG state has %zu values, expected %zu", n, used);
   return 0;
@@ -314,8 +443,13 @@ void ngt_optim_describe(const ngt_optim *opt, int c, char *buf, size_t len) {
   for (int k = 0; k < opt->n_layers; k++) {
     const ng_layer *L = &opt->layers[k];
     if (L->comp != c) continue;
+    if (opt->am) {
+      snprintf(buf, len, "Adam beta1=%g beta2=%g epsilon=%g", opt->o.adam_beta1, opt->o.adam_beta2,
+               opt->o.adam_epsilon);
+      return;
+    }
     if (L->precond == NGT_PRECOND_NONE) {
-      snprintf(buf, len, "plain SGD");
+      snprintf(buf, len, opt->mom ? "plain SGD, momentum %g" : "plain SGD", opt->o.momentum);
       return;
     }
     if (L->precond == NGT_PRECOND_SIMPLE) {

@@ -43,6 +43,11 @@ ngt_train_opts ngt_train_opts_default(void) {
   o.minibatch_size = 512;
   o.max_param_change = 2.0f;
   o.use_natural_gradient = 1;
+  o.optimizer = "sgd";
+  o.momentum = 0.0;
+  o.adam_beta1 = 0.9;
+  o.adam_beta2 = 0.999;
+  o.adam_epsilon = 1e-8;
   o.preconditioner = "online";
   o.update_period = 4;
   o.num_samples_history = 2000.0;
@@ -74,6 +79,17 @@ int ngt_train_parse_choices(const ngt_train_opts *o, ngt_train_choices *ch, char
   else
     return snprintf(msg, n, "--preconditioner=%s: use online or simple", o->preconditioner), 1;
   if (!o->use_natural_gradient) ch->precond = NGT_PRECOND_NONE;
+  const char *op = o->optimizer ? o->optimizer : "sgd";
+  if (!strcmp(op, "sgd")) ch->optimizer = NGT_OPTIMIZER_SGD;
+  else if (!strcmp(op, "adam"))
+    ch->optimizer = NGT_OPTIMIZER_ADAM;
+  else
+    return snprintf(msg, n, "--optimizer=%s: use sgd (plain or NG-SGD) or adam", op), 1;
+  if (ch->optimizer == NGT_OPTIMIZER_ADAM && ch->precond != NGT_PRECOND_NONE)
+    return snprintf(msg, n,
+                    "--optimizer=adam does not combine with natural gradient: add "
+                    "--use-natural-gradient=false"),
+           1;
   if (!strcmp(o->input_transform, "lda")) ch->transform = NGT_TRANSFORM_LDA;
   else if (!strcmp(o->input_transform, "cmvn"))
     ch->transform = NGT_TRANSFORM_CMVN;
@@ -126,6 +142,11 @@ ngt_optim_opts ngt_train_optim_opts(const ngt_train_ctx *c) {
   oo.num_samples_history = o->num_samples_history;
   oo.alpha = o->alpha;
   oo.max_param_change = o->max_param_change;
+  oo.optimizer = c->ch.optimizer;
+  oo.momentum = o->momentum;
+  oo.adam_beta1 = o->adam_beta1;
+  oo.adam_beta2 = o->adam_beta2;
+  oo.adam_epsilon = o->adam_epsilon;
   return oo;
 }
 

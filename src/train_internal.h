@@ -30,6 +30,7 @@ typedef enum { NGT_AVERAGING_MEAN = 0, NGT_AVERAGING_BMUF = 1 } ngt_averaging_ty
 typedef enum { NGT_PLACEMENT_SHARED = 0, NGT_PLACEMENT_LOCAL = 1 } ngt_placement_type;
 typedef struct ngt_train_choices {
   int precond;   /* ngt_precond_type: NONE (plain SGD), ONLINE, SIMPLE */
+  int optimizer; /* ngt_optimizer_type: SGD, ADAM */
   int transform; /* NGT_TRANSFORM_NONE / LDA / CMVN */
   int averaging; /* ngt_averaging_type */
   int placement; /* ngt_placement_type (--data-placement) */

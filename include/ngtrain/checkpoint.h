@@ -41,6 +41,8 @@ typedef struct ngt_train_signature {
   double jobs_initial, jobs_final, jobs_step, minibatch, max_param_change;
   double natural_gradient, preconditioner, config, train, bmuf;
   double data_placement; /* 0 shared, 1 local */
+  double optimizer;      /* 0 sgd, 1 adam */
+  double momentum, adam_beta1, adam_beta2, adam_epsilon;
 } ngt_train_signature;
 
 /* The summary of one iteration (what metrics.jsonl and the log line print). */

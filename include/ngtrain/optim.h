@@ -8,6 +8,14 @@
  * the params' layout. Its NG state survives across averaging iterations unless
  * ngt_optim_reset_ng() is called (--ng-reset-each-iter restores Kaldi's behaviour).
  *
+ * Momentum (SGD, plain or NG; Kaldi nnet3 NnetTrainer's meaning, docs/algorithm.md §3.6):
+ * a buffer D in the params layout: D += lr·lrf_c·Δ_c; the max-changes are computed on
+ * and applied to (1-μ)·D; then D *= μ (D = 0 after a refused step). μ = 0 is the plain
+ * step bit for bit. Adam (§3.6): m, v (fp32) and the step count t, bias-corrected;
+ * the step lr·lrf_c·m̂/(sqrt(v̂)+ε) goes through the same max-changes. The momentum
+ * buffer and Adam's m, v, t are part of the per-worker state below (and survive
+ * ngt_optim_reset_ng).
+ *
  *   ngt_optim_opts oo = ngt_optim_opts_default();
  *   ngt_optim *opt;
  *   if (ngt_optim_new(net, &oo, 512, &opt, &err)) ...;   // validates NG settings
@@ -34,7 +42,17 @@ typedef enum {
   NGT_PRECOND_SIMPLE = 2  /* the older "simple" NG-SGD (§2.2) */
 } ngt_precond_type;
 
+typedef enum {
+  NGT_OPTIMIZER_SGD = 0, /* plain or NG-SGD (--use-natural-gradient), optional momentum */
+  NGT_OPTIMIZER_ADAM = 1 /* Adam on the plain gradient; NG is refused with it */
+} ngt_optimizer_type;
+
 typedef struct ngt_optim_opts {
+  int optimizer;              /* --optimizer=sgd|adam (ngt_optimizer_type), default sgd */
+  double momentum;            /* --momentum, SGD only, Kaldi nnet3 meaning; 0 = off */
+  double adam_beta1;          /* 0.9 */
+  double adam_beta2;          /* 0.999 */
+  double adam_epsilon;        /* 1e-8 */
   int use_natural_gradient;   /* --use-natural-gradient, default 1 */
   int preconditioner;         /* --preconditioner=online|simple */
   int rank_in, rank_out;      /* 0 = Kaldi's min(20,(I+1)/2), min(80,(O+1)/2) */
@@ -72,7 +90,9 @@ void ngt_optim_reset_ng(ngt_optim *opt);
 const ngt_optim_stats *ngt_optim_get_stats(const ngt_optim *opt);
 void ngt_optim_clear_stats(ngt_optim *opt);
 
-/* NG state of every preconditioner, flattened (for exact resume): size, save, load. */
+/* The per-worker optimiser state, flattened (for exact resume and retry): the NG state of
+ * every preconditioner, then the momentum buffer (num_params, if momentum > 0), then
+ * Adam's m, v (num_params each) and t. Size, save, load. */
 size_t ngt_optim_state_doubles(const ngt_optim *opt);
 void ngt_optim_state_save(const ngt_optim *opt, double *out);
 int ngt_optim_state_load(ngt_optim *opt, const double *in, size_t n, ngt_err *err);

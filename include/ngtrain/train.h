@@ -30,11 +30,14 @@ typedef struct ngt_train_opts {
   double num_epochs;  /* --num-epochs (Kaldi train_dnn.py: 8) */
   double initial_effective_lrate, final_effective_lrate; /* 0.0003, 0.00003 */
   int num_jobs_initial, num_jobs_final, num_jobs_step;   /* 1, 0 = #workers, 1 */
-  int64_t samples_per_iter;   /* frames per job per iteration (400000) */
-  int minibatch_size;         /* 512 (halved on iteration 0) */
-  float max_param_change;     /* 2.0 (/sqrt(2) on iteration 0) */
-  int use_natural_gradient;   /* 1 */
-  const char *preconditioner; /* "online" | "simple" */
+  int64_t samples_per_iter;                    /* frames per job per iteration (400000) */
+  int minibatch_size;                          /* 512 (halved on iteration 0) */
+  float max_param_change;                      /* 2.0 (/sqrt(2) on iteration 0) */
+  int use_natural_gradient;                    /* 1 (must be false with adam) */
+  const char *optimizer;                       /* "sgd" (plain or NG-SGD) | "adam" */
+  double momentum;                             /* SGD momentum, Kaldi nnet3 meaning (0 = off) */
+  double adam_beta1, adam_beta2, adam_epsilon; /* 0.9, 0.999, 1e-8 */
+  const char *preconditioner;                  /* "online" | "simple" */
   int rank_in, rank_out, update_period;
   double num_samples_history, alpha;
   int ng_reset_each_iter; /* 0: the Fisher state survives across iterations */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Under mpirun: same seed + same ranks => identical final model; np 1, 2, 3, 5 all train;
 # the average equals the mean of the workers' models; stop and resume equals the
-# uninterrupted run (bit for bit, every checkpoint kept as well as final.h5); BMUF trains.
+# uninterrupted run (bit for bit, every checkpoint kept as well as final.h5); BMUF trains;
+# --optimizer=adam and --momentum train, and their stop + resume is bit for bit too.
 # Every run's exit status is checked (run_ok), and a check whose run failed counts as failed.
 source "$(dirname "$0")/lib.sh" "$1"
 E=(--num-epochs=2)
@@ -56,6 +57,37 @@ if run_ok "np 3: --debug-save-jobs" "$T/m3.log" mpirun -np 3 "$B/ngtrain" "${SMA
     fail "--debug-save-jobs saved ${#jobs1[@]} job model(s) of iteration 1, not 2 or more"
   fi
 fi
+
+# Adam and momentum: their per-worker state travels in the checkpoints, so stop + resume
+# is bit for bit; Adam trains far above the majority-class baseline.
+ADAM=(--optimizer=adam --use-natural-gradient=false --initial-effective-lrate=0.0005
+      --final-effective-lrate=0.0002)
+for v in adam mom; do
+  if [[ $v == adam ]]; then X=("${ADAM[@]}"); else X=(--momentum=0.8); fi
+  run_ok "$v trains" "$T/$v.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" "${X[@]}" \
+      --dir="$T/$v" --seed=3 && has_file "$v trains" "$T/$v/final.h5" \
+    && run_ok "$v: --stop-after=2" "$T/${v}r1.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" \
+      "${X[@]}" --dir="$T/${v}r" --seed=3 --stop-after=2 \
+    && run_ok "$v: rerun" "$T/${v}r2.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" \
+      "${X[@]}" --dir="$T/${v}r" --seed=3 \
+    && { grep -q "resuming from checkpoint" "$T/${v}r2.log" && same_params "$T/$v/final.h5" "$T/${v}r/final.h5" \
+           && pass "$v: resume == uninterrupted (np 3)" || fail "$v: did not resume, or the resumed model differs"; }
+done
+if [[ -f "$T/adam/final.h5" ]]; then
+  out=$("$B/nneval" "$T/adam/final.h5" "$S/data/dev.h5")
+  acc=$(sed -n 's/.*frame accuracy \([0-9.]*\)%.*/\1/p' <<<"$out")
+  base=$(sed -n 's/.*majority-class baseline \([0-9.]*\)%.*/\1/p' <<<"$out")
+  if awk -v a="$acc" -v b="$base" 'BEGIN{exit !(a > b + 25)}'; then pass "adam: accuracy $acc% vs majority $base%"
+  else fail "adam: accuracy $acc% not far above majority $base%"; fi
+  same_params "$T/a3/final.h5" "$T/adam/final.h5" && fail "adam gave the SGD model" || pass "adam: another model than NG-SGD"
+fi
+expect_fail "adam with NG is refused" "does not combine with natural gradient" \
+  "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --optimizer=adam --dir="$T/adamng"
+# a stopped Adam run is not resumed by SGD (the signature names --optimizer)
+run_ok "adam: --stop-after=1" "$T/adamx.log" "$B/ngtrain" "${SMALL[@]}" "${E[@]}" "${ADAM[@]}" \
+    --dir="$T/adamx" --stop-after=1 \
+  && expect_fail "a --dir of another optimizer is refused" "--optimizer differs" \
+    "$B/ngtrain" "${SMALL[@]}" "${E[@]}" "${ADAM[@]/--optimizer=adam/--optimizer=sgd}" --dir="$T/adamx"
 
 run_ok "BMUF trains" "$T/bm.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/bm" --averaging=bmuf \
   && has_file "BMUF trains" "$T/bm/final.h5" && pass "BMUF trains"
