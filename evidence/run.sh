@@ -21,7 +21,7 @@
 #              best 1-job lrates of docs/results/ng.md; validation objective per epoch, Δ bf16 - fp32.
 #   ramp       data coverage under Kaldi's job ramp: 1, 2, 4, 8 jobs, constant (initial = final
 #              = J) beside the ramp 1 -> J, plain SGD and online NG-SGD at the best 1-job lrates of
-#              docs/results/ng.md; passes over the data per shard. Writes ramp-LABEL.md, LABEL =
+#              docs/results/ng.md; passes over the data per shard. Writes ramp-<label>.md, label =
 #              --label=NAME (default: the commit), so runs of two builds stand side by side.
 #   all        the three in order.
 #
@@ -543,7 +543,7 @@ cmd_transform() {
     echo "combination, seed 0), each optimizer at its best initial lrate from docs/results/ng.md, found with"
     echo "lda on the example data and with cmvn on Fashion-MNIST (those are favoured: the others were not"
     echo "tuned). Cells: validation objective / frame accuracy; max-change as"
-    echo "in ng.md; warnings: WARN lines in the log (retries, jobs left out); note: flagged when the"
+    echo "in docs/results/ng.md; warnings: WARN lines in the log (retries, jobs left out); note: flagged when the"
     echo "objective after the last epoch is worse than after epoch 1."
     for ds in ex fm; do
       set_ds "$ds"

@@ -233,7 +233,7 @@ int ngt_h5_attr_read_str(hid_t obj, const char *name, char **out, const char *fi
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* XXH64 (https://github.com/Cyan4973/xxHash, doc/xxhash_spec.md), one shot              */
+/* XXH64 (the specification in https://github.com/Cyan4973/xxHash), one shot            */
 
 #define P1 0x9E3779B185EBCA87ULL
 #define P2 0xC2B2AE3D27D4EB4FULL

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # tests/check_docs.sh SRCDIR — every document the code cites exists, with the cited section.
 #
-# Scans src/ include/ tools/ tests/ docs/ data/ README.md meson.build (text files; not the
-# fuzzing inputs, not tools/dev/fix-citations.sh, not this file) and fails, naming
-# file:line, when
+# Scans src/ include/ tools/ tests/ evidence/ docs/ data/ README.md meson.build (text files;
+# not the fuzzing inputs, not this file) and fails, naming file:line, when
 #   - a cited docs/<name>.md does not exist, or a cited section does not: a citation is
 #     `docs/<name>.md §N[.N...]`, with more sections chained by ",", "–", "-" or "and"
 #     (`docs/algorithm.md §2.4–§2.5`, `docs/algorithm.md §4.2, §6 (j)`), or
 #     `§N of docs/<name>.md`; the section exists if the document has a heading whose
 #     first word is that number (`### 2.4 Efficient representation`, `## 3. Protocol`);
-#   - a document that is not in the repository is named: DESIGN.md, STYLE.md or
-#     docs/ngsgd.md (tools/dev/fix-citations.sh rewrites those);
+#   - any other markdown file is named (`README.md`, `docs/results/ng.md`, `X.md`) that is
+#     not in the repository, neither from its top nor from the naming file's folder: the
+#     repository stands alone;
 #   - a docs/*.md has two headings with the same number.
 # References to issue numbers of the project's tracker are listed as notes, not failures.
 #
@@ -26,7 +26,7 @@ for top in src include tools tests evidence docs data README.md meson.build; do
   while IFS= read -r f; do files+=("$f"); done < <(
     find "$top" -type f \
       -not -path 'tests/fuzz/corpus/*' -not -path 'tests/fuzz/regress/*' \
-      -not -path 'tools/dev/fix-citations.sh' -not -path 'tests/check_docs.sh' | sort)
+      -not -path 'tests/check_docs.sh' | sort)
 done
 
 exec perl -CSD -e '
@@ -63,7 +63,7 @@ sub check {
   my ($where, $doc, @secs) = @_;
   $ncite++;
   my $s = sections_of($doc);
-  if (!$exists{$doc}) { push @problems, "$where: cites $doc, which does not exist"; return; }
+  return unless $exists{$doc};  # a missing document is reported by the name check below
   for my $n (@secs) {
     push @problems, "$where: cites $doc \x{a7}$n, but $doc has no heading numbered $n"
       unless $s->{$n};
@@ -75,14 +75,18 @@ for my $f (@files) {
   open(my $fh, "<:encoding(UTF-8)", $f) or next;
   while (my $l = <$fh>) {
     my $where = "$f:$.";
-    if ($l =~ /(?<![\w\/])(DESIGN\.md|STYLE\.md)/ || $l =~ m{(docs/ngsgd\.md)}) {
-      push @problems, "$where: names $1, which is not in the repository "
-        . "(run tools/dev/fix-citations.sh; see docs/design.md, docs/algorithm.md)";
+    # any markdown file named must be in the repository (a placeholder such as <name>.md,
+    # $label.md or *.md is not a name), found from the top or from the folder of the file naming it
+    (my $dir = $f) =~ s![^/]*\z!!;
+    while ($l =~ m#(?<![\w/.\$<>*{-])((?:[\w.-]+/)*[A-Za-z][\w.-]*\.md)\b(?![\w/-])#g) {
+      my $md = $1;
+      next if -e $md || -e "$dir$md";
+      push @problems, "$where: names $md, which is not in the repository "
+        . "(the repository stands alone: cite docs/design.md, docs/algorithm.md or README.md)";
     }
     # docs/<name>.md, optionally followed by a chain of sections
     while ($l =~ m{\bdocs/([\w./-]+?)\.md((?:\s*\x{a7}$num(?:\s*[-\x{2013}]\s*\x{a7}?$num)?(?:\s*(?:,|and|\x{2013}|-)\s*\x{a7}$num(?:\s*[-\x{2013}]\s*\x{a7}?$num)?)*)?)}g) {
       my ($doc, $chain) = ("docs/$1.md", $2 // "");
-      next if $doc eq "docs/ngsgd.md";
       my @secs = $chain =~ /($num)/g;
       check($where, $doc, @secs);
     }

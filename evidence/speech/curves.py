@@ -2,7 +2,7 @@
 """curves.py — time-to-accuracy table and SVG from peers.py JSON lines and ngtrain run dirs.
 
   curves.py --peers=a.jsonl,b.jsonl --ngtrain=exp/speech-J1,exp/speech-J2 \
-            --target-acc=0.30 --x=wall --svg=tta.svg > tta.md
+            --target-acc=0.30 --x=wall --svg=tta.svg > <table>.md
 
 Series: one per peers.py configuration (method, precision, lr, schedule, norm, workers,
 minibatch, threads, seed; consecutive lines with epoch 0 start a new run), one per ngtrain
