@@ -127,7 +127,20 @@ ok() { [[ -f $OUT/runs/$1/metrics.jsonl && "$(head -c 6 "$OUT/runs/$1.key" 2>/de
 nwarn() { grep -c " WARN " "$OUT/runs/$1.log" 2>/dev/null || true; }
 failmsg() { grep -m1 -E "error|diverged" "$OUT/runs/$1.log" | sed 's/^.*\(INFO\|WARN\|ERROR\) //' | cut -c1-90; }
 
-machine_info() { # the header of every results file
+# results_header TITLE T0 LOAD0 [BULLET...]: the head of every results file: title, the command
+# and its wall time, date, commit, machine, any extra bullets, the load at start and end
+results_header() {
+  local title=$1 t0=$2 load0=$3 b
+  shift 3
+  echo "# $title"
+  echo
+  echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
+  echo
+  machine_info
+  for b in "$@"; do echo "- $b"; done
+  echo "- load average (others' jobs share the machine): $load0 at the start, $(loadavg) at the end"
+}
+machine_info() {
   local blas="" f
   for f in "$OUT"/runs/*.log; do blas=$(grep -o -m1 "BLAS [^;]*" "$f") && break; done
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' (+ uncommitted changes)')"
@@ -251,12 +264,7 @@ cmd_ng() {
     train1 "$ds" "$m" "${BEST[$ds-$m]}" "$seed" "${TR[$ds]}" || true
   done; done; done
   {
-    echo "# NG-SGD against plain SGD in one process (docs/algorithm.md §5 claim 3)"
-    echo
-    echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
-    echo
-    machine_info
-    echo "- load average (others' jobs share the machine): $load0 at the start, $(loadavg) at the end"
+    results_header "NG-SGD against plain SGD in one process (docs/algorithm.md §5 claim 3)" "$t0" "$load0"
     echo
     echo "Setup: one process, $EPOCHS epochs, minibatch 512, --samples-per-iter = frames/$ITERS_PER_EPOCH (an epoch is"
     echo "$ITERS_PER_EPOCH iterations), --input-transform=lda (the default) on the example data and cmvn on Fashion-MNIST"
@@ -418,12 +426,7 @@ cmd_parallel() {
   fi
 
   {
-    echo "# Parallel training with periodic model averaging (docs/algorithm.md §5 claims 1 and 2)"
-    echo
-    echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
-    echo
-    machine_info
-    echo "- load average (others' jobs share the machine): $load0 at the start, $(loadavg) at the end"
+    results_header "Parallel training with periodic model averaging (docs/algorithm.md §5 claims 1 and 2)" "$t0" "$load0"
     echo
     echo "Setup: as docs/results/ng.md (same data, network, $EPOCHS epochs, minibatch 512, --samples-per-iter ="
     echo "frames/$ITERS_PER_EPOCH per job, lda on the example data and cmvn on Fashion-MNIST, final lrate ="
@@ -532,12 +535,7 @@ cmd_transform() {
     train1 "$ds" "$m" "${BEST[$ds-$m]}" 0 "$tr" || true
   done; done; done
   {
-    echo "# Input transform: none, cmvn, lda (docs/algorithm.md §4.9)"
-    echo
-    echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
-    echo
-    machine_info
-    echo "- load average (others' jobs share the machine): $load0 at the start, $(loadavg) at the end"
+    results_header "Input transform: none, cmvn, lda (docs/algorithm.md §4.9)" "$t0" "$load0"
     echo
     echo "Setup: as docs/results/ng.md (one process, $EPOCHS epochs, minibatch 512, final lrate = initial/10, no final"
     echo "combination, seed 0), each optimizer at its best initial lrate from docs/results/ng.md, found with"
@@ -614,13 +612,7 @@ cmd_ramp() {
       --final-effective-lrate="$(lr_final "$lr")" || true
   done; done; done; done
   {
-    echo "# Data coverage under the job ramp ($label)"
-    echo
-    echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
-    echo
-    machine_info
-    echo "- build: $NGTRAIN ($("$NGTRAIN" --help 2>/dev/null | grep -c -- '--data-placement' | sed 's/^0$/no --data-placement option: fixed shard ownership/;s/^[1-9].*$/--data-placement=shared (default)/'))"
-    echo "- load average (others' jobs share the machine): $load0 at the start, $(loadavg) at the end"
+    results_header "Data coverage under the job ramp ($label)" "$t0" "$load0" "build: $NGTRAIN ($("$NGTRAIN" --help 2>/dev/null | grep -c -- '--data-placement' | sed 's/^0$/no --data-placement option: fixed shard ownership/;s/^[1-9].*$/--data-placement=shared (default)/'))"
     echo
     echo "Setup: as docs/results/parallel.md ($EPOCHS epochs, minibatch 512, --samples-per-iter = frames/$ITERS_PER_EPOCH,"
     echo "lda on the example data, cmvn on Fashion-MNIST, final lrate = initial/10, no final combination,"
@@ -673,13 +665,7 @@ cmd_precision() {
       --initial-effective-lrate="$lr" --final-effective-lrate="$(lr_final "$lr")" || true
   done; done; done; done
   {
-    echo "# bf16 against fp32: the same learning"
-    echo
-    echo "Command: \`$ARGV_ORIG\` ($MODE mode; wall time $(wall "$t0"))"
-    echo
-    machine_info
-    echo "- compute line of a bf16 run: \"$(grep -m1 -o 'compute: .*' "$OUT/runs/prec-ex-sgd-J1-bf16.log" 2>/dev/null)\""
-    echo "- load average (others' jobs share the machine): $load0 at the start, $(loadavg) at the end"
+    results_header "bf16 against fp32: the same learning" "$t0" "$load0" "compute line of a bf16 run: \"$(grep -m1 -o 'compute: .*' "$OUT/runs/prec-ex-sgd-J1-bf16.log" 2>/dev/null)\""
     echo
     echo "Setup: as docs/results/parallel.md ($EPOCHS epochs, minibatch 512, --samples-per-iter = frames/$ITERS_PER_EPOCH,"
     echo "lda on the example data, cmvn on Fashion-MNIST, final lrate = initial/10, no final combination,"

@@ -225,18 +225,13 @@ static void chunk_range(const shard_meta *m, int64_t ci, int64_t *u0, int64_t *u
   *f1 = m->utt_offsets[*u1];
 }
 
-/* Reads chunk `c` into buf (feats, labels, utterance bounds, order). */
-static int load_chunk(ngt_batcher *b, cursor c, chunk_buf *buf, ngt_err *err) {
-  const int64_t s = shard_at(b, c.epoch, c.sp);
-  const int64_t ci = chunk_at(b, c.epoch, s, c.cp);
-  const shard_meta *m = &b->sh[s];
-  int64_t u0, u1, f0, f1;
-  chunk_range(m, ci, &u0, &u1, &f0, &f1);
+/* Opens shard m and checks that it is still the file the batcher was built on (frames,
+ * utterances, dims and utterance offsets): shards must not change during a run. */
+static int shard_open_unchanged(const ngt_batcher *b, const shard_meta *m, ngt_shard **out,
+                                ngt_err *err) {
   ngt_shard *sh = NULL;
   int rc = ngt_shard_open(m->path, &sh, err);
-  if (rc)
-    return ngt_err_prefix(err, "reading chunk %" PRId64 " of shard '%s' in epoch %" PRId64, ci,
-                          m->path, c.epoch);
+  if (rc) return rc;
   if (sh->num_frames != m->T || sh->num_utts != m->U || sh->feat_dim != b->D ||
       sh->num_classes != b->C ||
       memcmp(sh->utt_offsets, m->utt_offsets, (size_t)(m->U + 1) * sizeof *m->utt_offsets) != 0) {
@@ -248,6 +243,22 @@ static int load_chunk(ngt_batcher *b, cursor c, chunk_buf *buf, ngt_err *err) {
     ngt_shard_close(sh);
     return rc;
   }
+  *out = sh;
+  return 0;
+}
+
+/* Reads chunk `c` into buf (feats, labels, utterance bounds, order). */
+static int load_chunk(ngt_batcher *b, cursor c, chunk_buf *buf, ngt_err *err) {
+  const int64_t s = shard_at(b, c.epoch, c.sp);
+  const int64_t ci = chunk_at(b, c.epoch, s, c.cp);
+  const shard_meta *m = &b->sh[s];
+  int64_t u0, u1, f0, f1;
+  chunk_range(m, ci, &u0, &u1, &f0, &f1);
+  ngt_shard *sh = NULL;
+  int rc = shard_open_unchanged(b, m, &sh, err);
+  if (rc)
+    return ngt_err_prefix(err, "reading chunk %" PRId64 " of shard '%s' in epoch %" PRId64, ci,
+                          m->path, c.epoch);
   rc = ngt_shard_read(sh, f0, f1 - f0, buf->feats, buf->labels, err);
   ngt_shard_close(sh);
   if (rc) return rc;
@@ -295,24 +306,13 @@ static int load_group(ngt_batcher *b, chunk_buf *buf, ngt_err *err) {
     if (n > 0 && n + len > b->o.shuffle_buffer) break;
     const shard_meta *m = &b->sh[p->shard];
     ngt_shard *sh = NULL;
-    int rc = ngt_shard_open(m->path, &sh, err);
+    int rc = shard_open_unchanged(b, m, &sh, err);
     if (rc)
       return ngt_err_prefix(err,
                             "reading archive %" PRId64 " (epoch %" PRId64 ") from "
                             "shard '%s'",
                             b->ld_g % ngt_archives_num(b->arch),
                             b->ld_g / ngt_archives_num(b->arch), m->path);
-    if (sh->num_frames != m->T || sh->num_utts != m->U || sh->feat_dim != b->D ||
-        sh->num_classes != b->C ||
-        memcmp(sh->utt_offsets, m->utt_offsets, (size_t)(m->U + 1) * sizeof *m->utt_offsets)) {
-      rc = ngt_err_set(err, NGT_EFORMAT,
-                       "shard '%s' changed while training (it had %" PRId64 " frames in %" PRId64
-                       " utterances, now %" PRId64 " in %" PRId64 "); "
-                       "do not modify shards during a run",
-                       m->path, m->T, m->U, sh->num_frames, sh->num_utts);
-      ngt_shard_close(sh);
-      return rc;
-    }
     rc = ngt_shard_read(sh, p->f0, len, buf->feats + (size_t)n * (size_t)b->D, buf->labels + n,
                         err);
     ngt_shard_close(sh);
