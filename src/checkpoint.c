@@ -55,13 +55,15 @@ const ngt_field ngt_train_metrics_fields[] = {MF(iter),
                                               MF(max_param_change),
                                               MF(refused),
                                               MF(accepted),
-                                              MF(epoch)};
+                                              MF(epoch),
+                                              MF(cpu_s),
+                                              MF(elapsed_s)};
 #undef MF
 const int ngt_train_metrics_nfields = (int)(sizeof ngt_train_metrics_fields /
                                             sizeof ngt_train_metrics_fields[0]);
 
 _Static_assert(sizeof(ngt_train_signature) == 22 * sizeof(double), "signature: 22 doubles");
-_Static_assert(sizeof(ngt_train_metrics) == 16 * sizeof(double), "metrics: 16 doubles");
+_Static_assert(sizeof(ngt_train_metrics) == 18 * sizeof(double), "metrics: 18 doubles");
 
 static double *field(void *s, const ngt_field *f) { return (double *)((char *)s + f->offset); }
 static double cfield(const void *s, const ngt_field *f) {
@@ -100,7 +102,8 @@ void ngt_checkpoint_path(const char *dir, int iter, char *buf, size_t n) {
 
 int ngt_checkpoint_write(const char *path, const ngt_nnet *net, const ngt_train_state *st,
                          ngt_err *err) {
-  double sig[sizeof(ngt_train_signature) / sizeof(double)], pend[16];
+  double sig[sizeof(ngt_train_signature) / sizeof(double)],
+      pend[sizeof(ngt_train_metrics) / sizeof(double)];
   int64_t arch[2] = {st->archives_done, st->num_archives};
   pack(&st->sig, ngt_train_signature_fields, ngt_train_signature_nfields, sig);
   pack(&st->pending, ngt_train_metrics_fields, ngt_train_metrics_nfields, pend);

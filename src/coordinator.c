@@ -523,11 +523,12 @@ static void log_iteration(ngt_train_ctx *c, const ngt_train_metrics *pm,
         "\"train_objective\":%.6f,\"train_accuracy\":%.6f,\"valid_objective\":%.6f,"
         "\"valid_accuracy\":%.6f,\"valid_set\":\"%s\",\"frames\":%.0f,\"frames_per_sec\":%.1f,"
         "\"seconds\":%.4f,\"compute_s\":%.4f,\"data_wait_s\":%.4f,\"comm_s\":%.4f,"
-        "\"avg_s\":%.4f,\"max_change_pct\":%.3f,\"max_param_change_pct\":%.3f,\"refused\":%.0f",
+        "\"avg_s\":%.4f,\"max_change_pct\":%.3f,\"max_param_change_pct\":%.3f,\"refused\":%.0f,"
+        "\"cpu_s\":%.3f,\"elapsed_s\":%.3f",
         it, pm->epoch, (int)pm->jobs, (int)pm->accepted, pm->lr, pm->objective, pm->accuracy,
         v->objective, v->accuracy, vname, pm->frames, fps, pm->seconds, pm->compute_s,
         pm->data_wait_s, pm->comm_s, pm->avg_s, 100 * pm->max_change, 100 * pm->max_param_change,
-        pm->refused);
+        pm->refused, pm->cpu_s, pm->elapsed_s);
     if (c->num_archives) {
       /* which archive each job read: job j read (p_i + j) mod A, in epoch (p_i + j) div A */
       const int64_t p = ngt_schedule_processed(&c->sched, it), A = c->num_archives;
@@ -613,6 +614,8 @@ void ngt_coord_take_positions(ngt_train_ctx *c, const ngt_worker_stats *all) {
 
 void ngt_coord_record(ngt_train_ctx *c, const ngt_iter_header *h, const ngt_worker_stats *all,
                       int n_acc, double seconds, double comm, double t_avg) {
+  double cpu = 0;
+  for (int r = 0; r < c->size; r++) cpu += all[r].t_cpu;
   double obj = 0, fr = 0, cor = 0, tc = 0, td = 0, mc = 0, mcs = 0, gc = 0, steps = 0, ref = 0;
   int nact = 0;
   for (int r = 0; r < c->size; r++) {
@@ -647,6 +650,8 @@ void ngt_coord_record(ngt_train_ctx *c, const ngt_iter_header *h, const ngt_work
   pm->refused = ref;
   pm->accepted = n_acc;
   pm->epoch = ngt_schedule_epoch(&c->sched, h->iter + 1);
+  pm->cpu_s = cpu;
+  pm->elapsed_s = ngt_now() - c->t_start;
   c->st.have_pending = 1;
 }
 

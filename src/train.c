@@ -309,6 +309,7 @@ typedef struct loop {
   double *my_ng;         /* this worker's NG state */
   float *zeros;          /* what a rank outside the average contributes */
   float *lookahead;      /* BMUF: the model sent to the workers */
+  double cpu_last;       /* ngt_cpu_now() at this rank's previous report */
 } loop;
 
 /* One attempt at iteration it (protocol above). Returns 1 when done, 0 for a retry of
@@ -348,6 +349,9 @@ static int iterate(ngt_train_ctx *c, loop *L, int it) {
   }
   if (c->worker >= 0 && c->ng_doubles) ngt_optim_state_save(c->opt, L->my_ng);
   (void)ngt_comm_take_wait_seconds();
+  const double cpu = ngt_cpu_now();
+  mine.t_cpu = cpu - L->cpu_last; /* the first report includes the start-up */
+  L->cpu_last = cpu;
   if (ngt_comm_gather(&mine, sizeof mine, L->all, 0, &err)) ngt_train_fail_local(err.msg);
 
   int n_acc = c->rank == 0 ? ngt_coord_accept(c, it, L->all, L->accept) : 0;

@@ -55,6 +55,7 @@ typedef struct ngt_worker_stats {
   double frames;
   double correct;
   double t_compute, t_data; /* seconds */
+  double t_cpu;             /* this process's CPU seconds since its previous report */
   int64_t position;         /* batcher position after the iteration */
   int64_t steps, refused, comp_clipped, comp_steps, global_clipped;
   int32_t finite; /* objective and parameters finite */

@@ -52,6 +52,8 @@ typedef struct ngt_train_metrics {
   double seconds, compute_s, data_wait_s, comm_s, avg_s;
   double max_change, max_param_change; /* fractions of component updates / steps */
   double refused, accepted, epoch;     /* epoch reached after the iteration */
+  double cpu_s;     /* CPU seconds of every rank (all threads) since the previous iteration */
+  double elapsed_s; /* wall seconds since this run (or resume) started */
 } ngt_train_metrics;
 
 /* One named double of a struct above: for storage order and for printing. */

@@ -116,6 +116,9 @@ void *ngt_xcalloc(size_t n, size_t size);
 /* Wall-clock seconds (monotonic). */
 double ngt_now(void);
 
+/* CPU seconds of this process since it started: every thread, user + system. */
+double ngt_cpu_now(void);
+
 #ifdef __cplusplus
 }
 #endif
