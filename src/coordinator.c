@@ -524,11 +524,11 @@ static void log_iteration(ngt_train_ctx *c, const ngt_train_metrics *pm,
         "\"valid_accuracy\":%.6f,\"valid_set\":\"%s\",\"frames\":%.0f,\"frames_per_sec\":%.1f,"
         "\"seconds\":%.4f,\"compute_s\":%.4f,\"data_wait_s\":%.4f,\"comm_s\":%.4f,"
         "\"avg_s\":%.4f,\"max_change_pct\":%.3f,\"max_param_change_pct\":%.3f,\"refused\":%.0f,"
-        "\"cpu_s\":%.3f,\"elapsed_s\":%.3f",
+        "\"cpu_s\":%.3f,\"elapsed_s\":%.3f,\"valid_s\":%.3f,\"valid_cpu_s\":%.3f",
         it, pm->epoch, (int)pm->jobs, (int)pm->accepted, pm->lr, pm->objective, pm->accuracy,
         v->objective, v->accuracy, vname, pm->frames, fps, pm->seconds, pm->compute_s,
         pm->data_wait_s, pm->comm_s, pm->avg_s, 100 * pm->max_change, 100 * pm->max_param_change,
-        pm->refused, pm->cpu_s, pm->elapsed_s);
+        pm->refused, pm->cpu_s, pm->elapsed_s, c->valid_s, c->valid_cpu_s);
     if (c->num_archives) {
       /* which archive each job read: job j read (p_i + j) mod A, in epoch (p_i + j) div A */
       const int64_t p = ngt_schedule_processed(&c->sched, it), A = c->num_archives;
@@ -556,7 +556,10 @@ static void log_iteration(ngt_train_ctx *c, const ngt_train_metrics *pm,
 static void log_pending(ngt_train_ctx *c) {
   if (!c->st.have_pending) return;
   ngt_eval_result v;
+  const double t0 = ngt_now(), cpu0 = ngt_cpu_now();
   evaluate_current(c, &v);
+  c->valid_s = ngt_now() - t0;
+  c->valid_cpu_s = ngt_cpu_now() - cpu0;
   log_iteration(c, &c->st.pending, &v);
   c->st.have_pending = 0;
 }

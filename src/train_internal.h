@@ -95,6 +95,7 @@ typedef struct ngt_train_ctx {
   float *bmuf_global; /* BMUF: W_g */
   int progress;
   double t_start;
+  double valid_s, valid_cpu_s; /* wall and CPU seconds of the evaluation being logged */
 } ngt_train_ctx;
 
 /* Coordinator-decided failure known on rank 0 only: broadcast it, then all stop. */

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The speech evidence: learning-rate grids, longer runs and 1..8 workers, ngtrain and the
+# PyTorch peers on the corpus of mkcorpus.sh. Evidence, not a test (hours of CPU).
+#
+#   bash evidence/speech/grid.sh PHASE [--corpus=DIR] [--out=DIR] [--slots=N] [--build=DIR]
+#
+# PHASE
+#   grid      1 epoch, 1 worker, each method over its learning-rate grid (20 runs)
+#   epochs    3 epochs, 1 worker, each method at its best grid point (--ng-lr, --ngadam-lr,
+#             --ngsgd-lr, --pt-adam-lr, --pt-adam-sched)
+#   workers   1 epoch, 2/4/8 workers (--workers="2 4 8"): ngtrain NG-SGD, plain SGD and Adam
+#             (parameter averaging, one process per worker + the coordinator), PyTorch DDP Adam
+#             and post-local-SGD Adam
+#   defaults  1 and 3 epochs of ngtrain with no learning-rate options at all (its defaults)
+#
+# Every run writes RUN/ (ngtrain --dir, or RUN.jsonl for a peer) under OUT/PHASE/ and is
+# skipped when its result exists, so rerunning a phase resumes it. --slots runs (default 2)
+# go at a time, each on one thread; workers runs take the whole machine, one at a time.
+# Tables and the plot: evidence/speech/report.py.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+phase=${1:?usage: grid.sh grid|epochs|workers|defaults [options]}
+shift
+corpus=/work/speech-corpus
+out=/work/speech-runs
+slots=2
+build=$here/build
+ng_lr=0.001 ngadam_lr=0.001 ngsgd_lr=0.003 pt_adam_lr=0.001 pt_adam_sched=exp
+ng_spi=100000 workers="2 4 8"
+for a in "$@"; do
+  case $a in
+  --corpus=*) corpus=${a#*=} ;;
+  --out=*) out=${a#*=} ;;
+  --slots=*) slots=${a#*=} ;;
+  --build=*) build=${a#*=} ;;
+  --ng-lr=*) ng_lr=${a#*=} ;;
+  --ng-spi=*) ng_spi=${a#*=} ;;
+  --ngadam-lr=*) ngadam_lr=${a#*=} ;;
+  --ngsgd-lr=*) ngsgd_lr=${a#*=} ;;
+  --pt-adam-lr=*) pt_adam_lr=${a#*=} ;;
+  --pt-adam-sched=*) pt_adam_sched=${a#*=} ;;
+  --workers=*) workers=${a#*=} ;;
+  *)
+    echo "grid.sh: error: unknown option '$a'" >&2
+    exit 1
+    ;;
+  esac
+done
+train="$corpus/shards/train-[0-9]*.h5"
+dev=$corpus/shards/dev-001.h5
+test=$corpus/shards/test-001.h5
+for f in "$dev" "$test" "$build/ngtrain" "$build/nneval"; do
+  [[ -e $f ]] || {
+    echo "grid.sh: error: '$f' is missing (make the corpus with mkcorpus.sh; build with meson)" >&2
+    exit 1
+  }
+done
+# shellcheck source=/dev/null
+source "$here/tools/env.sh"
+py=/usr/bin/python3
+dir=$out/$phase
+mkdir -p "$dir"
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$dir/grid.log"; }
+log "phase $phase on $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), build $build"
+
+div10() { $py -c "print('%g' % ($1 / 10))"; }
+
+# ngtrain NAME WORKERS EPOCHS [ngtrain options...]: one run, then its test-set figure
+ngtrain() {
+  local name=$1 w=$2 ep=$3
+  shift 3
+  local d=$dir/$name
+  [[ -e $d/test.txt ]] && return 0
+  rm -rf "$d"
+  local cmd=("$build/ngtrain" --config="$here/data/nnet-speech.cfg" --train="$train"
+    --valid="$dev" --dir="$d" --num-epochs="$ep" --seed=1 --num-jobs-initial="$w"
+    --num-jobs-final="$w" --progress=0 "$@")
+  if ((w > 1)); then cmd=(mpirun -np $((w + 1)) "${cmd[@]}"); fi
+  log "start $name: ${cmd[*]}"
+  mkdir -p "$d.tmp"
+  /usr/bin/time -v "${cmd[@]}" >"$d.tmp/log.txt" 2>&1 || {
+    log "FAILED $name (see $d.tmp/log.txt)"
+    return 0
+  }
+  mv "$d.tmp/log.txt" "$d/log.txt" && rmdir "$d.tmp"
+  "$build/nneval" "$d/final.h5" "$test" >"$d/test.txt" 2>&1 || log "nneval failed for $name"
+  log "done $name: $(tail -1 "$d/test.txt")"
+}
+
+# peer NAME [peers.py options...]
+peer() {
+  local name=$1
+  shift
+  local f=$dir/$name.jsonl
+  [[ -e $f ]] && return 0
+  log "start $name: peers.py $*"
+  if $py "$here/evidence/speech/peers.py" --train="$train" --dev="$dev" --test="$test" \
+    --seed=1 --threads=1 --out="$f.tmp" "$@" >"$dir/$name.log" 2>&1; then
+    mv "$f.tmp" "$f"
+    log "done $name: $(tail -1 "$f" | cut -c1-160)"
+  else
+    log "FAILED $name (see $dir/$name.log)"
+  fi
+}
+
+# Run the queued commands, $slots at a time.
+queue=()
+q() { queue+=("$(printf '%q ' "$@")"); }
+drain() {
+  local n=0
+  for c in "${queue[@]}"; do
+    eval "$c" &
+    n=$((n + 1))
+    if ((n >= slots)); then
+      wait -n || true
+      n=$((n - 1))
+    fi
+  done
+  wait || true
+  queue=()
+}
+
+case $phase in
+grid)
+  for lr in 0.001 0.0003 0.003; do
+    f=$(div10 $lr)
+    for spi in 100000 400000; do
+      q ngtrain "ng-lr$lr-spi$spi" 1 1 --samples-per-iter=$spi --initial-effective-lrate=$lr \
+        --final-effective-lrate="$f"
+    done
+    q peer "pt-adam-lr$lr-const" --method=adam --precision=bf16 --lr=$lr --schedule=constant \
+      --epochs=1
+    q peer "pt-adam-lr$lr-exp" --method=adam --precision=bf16 --lr=$lr --schedule=exp --epochs=1
+    q ngtrain "ngadam-lr$lr" 1 1 --samples-per-iter=100000 --optimizer=adam \
+      --use-natural-gradient=false --initial-effective-lrate=$lr --final-effective-lrate="$f"
+  done
+  for lr in 0.003 0.01 0.001; do
+    q ngtrain "ngsgd-lr$lr" 1 1 --samples-per-iter=100000 --use-natural-gradient=false \
+      --initial-effective-lrate=$lr --final-effective-lrate="$(div10 $lr)"
+  done
+  for lr in 0.1 0.3; do
+    q peer "pt-sgd-lr$lr-exp" --method=sgd --precision=bf16 --lr=$lr --schedule=exp --epochs=1
+  done
+  drain
+  ;;
+epochs)
+  q ngtrain "ng-lr$ng_lr-e3" 1 3 --samples-per-iter="$ng_spi" --initial-effective-lrate="$ng_lr" \
+    --final-effective-lrate="$(div10 "$ng_lr")"
+  q peer "pt-adam-lr$pt_adam_lr-$pt_adam_sched-e3" --method=adam --precision=bf16 \
+    --lr="$pt_adam_lr" --schedule="$pt_adam_sched" --epochs=3
+  q ngtrain "ngadam-lr$ngadam_lr-e3" 1 3 --samples-per-iter=100000 --optimizer=adam \
+    --use-natural-gradient=false --initial-effective-lrate="$ngadam_lr" \
+    --final-effective-lrate="$(div10 "$ngadam_lr")"
+  drain
+  ;;
+workers)
+  slots=1
+  for w in $workers; do
+    q ngtrain "ng-w$w" "$w" 1 --samples-per-iter="$ng_spi" --initial-effective-lrate="$ng_lr" \
+      --final-effective-lrate="$(div10 "$ng_lr")"
+    q peer "pt-ddp-adam-w$w" --method=ddp-adam --workers="$w" --precision=bf16 \
+      --lr="$pt_adam_lr" --schedule="$pt_adam_sched" --epochs=1
+    q ngtrain "ngadam-w$w" "$w" 1 --samples-per-iter=100000 --optimizer=adam \
+      --use-natural-gradient=false --initial-effective-lrate="$ngadam_lr" \
+      --final-effective-lrate="$(div10 "$ngadam_lr")"
+    q ngtrain "ngsgd-w$w" "$w" 1 --samples-per-iter=100000 --use-natural-gradient=false \
+      --initial-effective-lrate="$ngsgd_lr" --final-effective-lrate="$(div10 "$ngsgd_lr")"
+    q peer "pt-localsgd-adam-w$w" --method=localsgd-adam --workers="$w" --precision=bf16 \
+      --lr="$pt_adam_lr" --schedule="$pt_adam_sched" --epochs=1 --period=390 --warmup-steps=0
+  done
+  drain
+  ;;
+defaults)
+  q ngtrain defaults-e1 1 1
+  q ngtrain defaults-e3 1 3
+  drain
+  ;;
+*)
+  echo "grid.sh: error: unknown phase '$phase' (grid, epochs, workers or defaults)" >&2
+  exit 1
+  ;;
+esac
+log "phase $phase finished"
