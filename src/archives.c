@@ -29,6 +29,14 @@ struct ngt_archives {
   int64_t *cum;    /* (N+1) first corpus frame of each position */
 };
 
+int64_t ngt_samples_per_iter_auto(int64_t total_frames, int jobs_final) {
+  int64_t A = (int64_t)floor((double)total_frames / 400000.0 + 0.5);
+  int64_t min_a = 4 * (int64_t)(jobs_final > 0 ? jobs_final : 1);
+  if (A < min_a) A = min_a;
+  int64_t spi = total_frames / A; /* floor: round(T / spi) >= A */
+  return spi < 1 ? 1 : spi;
+}
+
 int64_t ngt_archives_count_for(int64_t total_frames, int64_t samples_per_iter) {
   int64_t A = (int64_t)floor((double)total_frames / (double)samples_per_iter + 0.5);
   return A < 1 ? 1 : A;

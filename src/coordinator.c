@@ -82,8 +82,10 @@ int ngt_coord_check_opts(const ngt_train_opts *o, char *msg, size_t n) {
            1;
   if (o->minibatch_size < 1)
     return snprintf(msg, n, "--minibatch-size=%d must be >= 1", o->minibatch_size), 1;
-  if (o->samples_per_iter < 1)
-    return snprintf(msg, n, "--samples-per-iter=%" PRId64 " must be >= 1", o->samples_per_iter), 1;
+  if (o->samples_per_iter < 0)
+    return snprintf(msg, n, "--samples-per-iter=%" PRId64 " must be >= 1 (or 0: automatic)",
+                    o->samples_per_iter),
+           1;
   ngt_train_choices ch;
   if (ngt_train_parse_choices(o, &ch, msg, n)) return 1;
   if (o->keep_models < 1)
@@ -109,7 +111,7 @@ void ngt_coord_make_signature(ngt_train_ctx *c) {
   ngt_train_signature *s = &c->st.sig;
   s->seed = (double)o->seed;
   s->ranks = c->size;
-  s->samples_per_iter = (double)o->samples_per_iter;
+  s->samples_per_iter = (double)c->spi; /* resolved: auto and the same explicit value agree */
   s->num_epochs = o->num_epochs;
   s->initial_lrate = o->initial_effective_lrate;
   s->final_lrate = o->final_effective_lrate;
@@ -183,8 +185,7 @@ void ngt_coord_check_placement(ngt_train_ctx *c) {
   for (int w = 0; w < c->W; w++) {
     int64_t Tw = 0;
     for (int i = w; i < c->n_paths; i += c->W) Tw += c->shard_frames[i];
-    passes[w] = Tw > 0 ? (double)active_iters(c, w) * (double)c->o->samples_per_iter / (double)Tw
-                       : 0;
+    passes[w] = Tw > 0 ? (double)active_iters(c, w) * (double)c->spi / (double)Tw : 0;
     if (passes[w] < lo) lo = passes[w];
     if (passes[w] > hi) hi = passes[w];
     if (len < sizeof list - 24)
@@ -220,7 +221,7 @@ void ngt_coord_print_coverage(const ngt_train_ctx *c) {
     for (int w = 0; w < c->W; w++) {
       int64_t Tw = 0;
       for (int i = w; i < S; i += c->W) Tw += c->shard_frames[i];
-      double f = (double)active_iters(c, w) * (double)c->o->samples_per_iter;
+      double f = (double)active_iters(c, w) * (double)c->spi;
       for (int i = w; i < S; i += c->W)
         fr[i] = Tw > 0 ? f * (double)c->shard_frames[i] / (double)Tw : 0;
     }
@@ -344,11 +345,11 @@ void ngt_coord_print_startup(const ngt_train_ctx *c) {
           c->net->ctx_right, c->net->input_dim, c->net->num_classes);
   NGT_LOG(NGT_INFO,
           "schedule: %d iterations, %.2f epochs, jobs %d -> %d, effective lrate %g -> %g, "
-          "%" PRId64 " frames per job per iteration, minibatch %d",
+          "%" PRId64 " frames per job per iteration%s, minibatch %d",
           c->sched.num_iters, o->num_epochs, c->sched.jobs_initial, c->sched.jobs_final,
           o->initial_effective_lrate, o->final_effective_lrate,
-          c->num_archives ? c->total_frames / c->num_archives : o->samples_per_iter,
-          o->minibatch_size);
+          c->num_archives ? c->total_frames / c->num_archives : c->spi,
+          o->samples_per_iter ? "" : " (automatic: --samples-per-iter=0)", o->minibatch_size);
   if (c->num_archives)
     NGT_LOG(NGT_INFO,
             "data: shared placement: the %d shard(s) are cut into A = %" PRId64
@@ -361,7 +362,7 @@ void ngt_coord_print_startup(const ngt_train_ctx *c) {
     NGT_LOG(NGT_INFO,
             "data: local placement: worker w reads its own shards w, w+%d, ... "
             "(%" PRId64 " frames per job per iteration)",
-            c->W, o->samples_per_iter);
+            c->W, c->spi);
   NGT_LOG(NGT_INFO,
           "optimizer: %s, max-param-change %g, averaging %s; BLAS %s kernels, %d thread(s) "
           "per rank; HDF5 file locking: %s",

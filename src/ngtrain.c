@@ -45,7 +45,9 @@ int main(int argc, char **argv) {
        "parallel jobs at the end (0 = number of workers)", 0},
       {"num-jobs-step", NGT_OPT_INT, &o.num_jobs_step, "jobs change in multiples of this", 0},
       {"samples-per-iter", NGT_OPT_INT64, &o.samples_per_iter,
-       "frames each job trains between two averagings", 0},
+       "frames each job trains between two averagings; 0 = automatic: the corpus / "
+       "max(round(corpus / 400000), 4 x num-jobs-final)",
+       0},
       {"minibatch-size", NGT_OPT_INT, &o.minibatch_size,
        "frames per minibatch (halved on iteration 0)", 0},
       {"max-param-change", NGT_OPT_FLOAT, &o.max_param_change,

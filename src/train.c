@@ -39,7 +39,7 @@ ngt_train_opts ngt_train_opts_default(void) {
   o.num_jobs_initial = 1;
   o.num_jobs_final = 0;
   o.num_jobs_step = 1;
-  o.samples_per_iter = 400000;
+  o.samples_per_iter = 0;
   o.minibatch_size = 512;
   o.max_param_change = 2.0f;
   o.use_natural_gradient = 1;
@@ -221,7 +221,9 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
     }
     /* the archive plan: A archives of about samples_per_iter frames (archives.h) */
     if (!code && shared && total > 0) {
-      int64_t A = ngt_archives_count_for(total, o->samples_per_iter);
+      c->spi = o->samples_per_iter > 0 ? o->samples_per_iter
+                                       : ngt_samples_per_iter_auto(total, j1);
+      int64_t A = ngt_archives_count_for(total, c->spi);
       if (ngt_archives_new(c->n_paths, (const int64_t *const *)off, U, A,
                            ngt_archives_unit_for(total, A, o->shuffle_buffer), c->data_seed,
                            &c->arch, &err)) {
@@ -236,15 +238,16 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
   ngt_train_sync_status(code, msg);
   if (ngt_comm_bcast(&total, sizeof total, 0, &err)) ngt_train_fail_local(err.msg);
   c->total_frames = total;
+  c->spi = o->samples_per_iter > 0 ? o->samples_per_iter : ngt_samples_per_iter_auto(total, j1);
   /* Shared placement: the schedule's A is the number of archives the corpus is cut into,
    * so num-epochs x A reads cover every frame num-epochs times. */
   c->num_archives = c->ch.placement == NGT_PLACEMENT_SHARED && total > 0
-                        ? ngt_archives_count_for(total, o->samples_per_iter)
+                        ? ngt_archives_count_for(total, c->spi)
                         : 0;
-  int64_t sched_frames = c->num_archives ? c->num_archives * o->samples_per_iter : total;
-  if (ngt_schedule_init(&c->sched, o->num_epochs, sched_frames, o->samples_per_iter,
-                        o->num_jobs_initial, j1, o->num_jobs_step, o->initial_effective_lrate,
-                        o->final_effective_lrate, &err))
+  int64_t sched_frames = c->num_archives ? c->num_archives * c->spi : total;
+  if (ngt_schedule_init(&c->sched, o->num_epochs, sched_frames, c->spi, o->num_jobs_initial, j1,
+                        o->num_jobs_step, o->initial_effective_lrate, o->final_effective_lrate,
+                        &err))
     ngt_comm_fail_all(err.msg);
 
   /* Every rank needs the NG state size (the coordinator stores the workers' states). */

@@ -72,9 +72,10 @@ typedef struct ngt_train_ctx {
   ngt_nnet *net; /* the model (params = model_i while training) */
   ngt_schedule sched;
   int64_t total_frames;
-  int64_t num_archives;  /* A (shared placement; 0 = local) */
-  uint64_t data_seed;    /* the archive cut and order (independent of the worker) */
-  ngt_archives *arch;    /* coordinator, shared placement: the archive plan */
+  int64_t spi;          /* frames per job per iteration: --samples-per-iter, or automatic when 0 */
+  int64_t num_archives; /* A (shared placement; 0 = local) */
+  uint64_t data_seed;   /* the archive cut and order (independent of the worker) */
+  ngt_archives *arch;   /* coordinator, shared placement: the archive plan */
   int64_t *shard_frames; /* coordinator: frames of each shard */
   size_t ng_doubles;     /* NG state per worker (every rank knows it) */
   ngt_train_state st;    /* positions, NG states, BMUF momentum, signature, pending

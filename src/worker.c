@@ -91,7 +91,7 @@ void ngt_worker_train(ngt_train_ctx *c, const ngt_iter_header *h, ngt_worker_sta
   }
   if (c->o->ng_reset_each_iter) ngt_optim_reset_ng(c->opt);
   ngt_optim_clear_stats(c->opt);
-  int64_t remaining = c->num_archives ? begin_archive(c, h) : c->o->samples_per_iter;
+  int64_t remaining = c->num_archives ? begin_archive(c, h) : c->spi;
   double t0 = ngt_now();
   while (remaining > 0) {
     int n = (int)(remaining < h->minibatch ? remaining : h->minibatch);

@@ -8,9 +8,12 @@
 #   grid      1 epoch, 1 worker, each method over its learning-rate grid (20 runs)
 #   epochs    3 epochs, 1 worker, each method at its best grid point (--ng-lr, --ngadam-lr,
 #             --ngsgd-lr, --pt-adam-lr, --pt-adam-sched)
-#   workers   1 epoch, 2/4/8 workers (--workers="2 4 8"): ngtrain NG-SGD, plain SGD and Adam
-#             (parameter averaging, one process per worker + the coordinator), PyTorch DDP Adam
-#             and post-local-SGD Adam
+#   workers   1 epoch, 1/2/4/8 workers (--workers="1 2 4 8"; --methods= a subset of "ng ngadam
+#             ngsgd pt-ddp-adam pt-localsgd-adam"): ngtrain NG-SGD, plain SGD and Adam (parameter
+#             averaging every --workers-spi frames per job, one process per worker + the
+#             coordinator; per-iteration validation on 25,000 dev frames, the final model on
+#             all), PyTorch DDP Adam and post-local-SGD Adam (averaging every --workers-spi
+#             frames per worker); learning rates per worker as at 1 worker
 #   defaults  1 and 3 epochs of ngtrain with no learning-rate options at all (its defaults)
 #
 # Every run writes RUN/ (ngtrain --dir, or RUN.jsonl for a peer) under OUT/PHASE/ and is
@@ -26,7 +29,8 @@ out=/work/speech-runs
 slots=2
 build=$here/build
 ng_lr=0.001 ngadam_lr=0.001 ngsgd_lr=0.003 pt_adam_lr=0.001 pt_adam_sched=exp
-ng_spi=100000 workers="2 4 8"
+ng_spi=400000 workers="1 2 4 8" workers_spi=50000
+methods="ng ngadam ngsgd pt-ddp-adam pt-localsgd-adam"
 for a in "$@"; do
   case $a in
   --corpus=*) corpus=${a#*=} ;;
@@ -40,6 +44,8 @@ for a in "$@"; do
   --pt-adam-lr=*) pt_adam_lr=${a#*=} ;;
   --pt-adam-sched=*) pt_adam_sched=${a#*=} ;;
   --workers=*) workers=${a#*=} ;;
+  --workers-spi=*) workers_spi=${a#*=} ;;
+  --methods=*) methods=${a#*=} ;;
   *)
     echo "grid.sh: error: unknown option '$a'" >&2
     exit 1
@@ -155,18 +161,24 @@ epochs)
   ;;
 workers)
   slots=1
+  has() { [[ " $methods " == *" $1 "* ]]; }
+  common=(--samples-per-iter="$workers_spi" --valid-frames=25000)
+  period=$((workers_spi / 256))
   for w in $workers; do
-    q ngtrain "ng-w$w" "$w" 1 --samples-per-iter="$ng_spi" --initial-effective-lrate="$ng_lr" \
+    has ng && q ngtrain "ng-w$w" "$w" 1 "${common[@]}" --initial-effective-lrate="$ng_lr" \
       --final-effective-lrate="$(div10 "$ng_lr")"
-    q peer "pt-ddp-adam-w$w" --method=ddp-adam --workers="$w" --precision=bf16 \
-      --lr="$pt_adam_lr" --schedule="$pt_adam_sched" --epochs=1
-    q ngtrain "ngadam-w$w" "$w" 1 --samples-per-iter=100000 --optimizer=adam \
+    has ngadam && q ngtrain "ngadam-w$w" "$w" 1 "${common[@]}" --optimizer=adam \
       --use-natural-gradient=false --initial-effective-lrate="$ngadam_lr" \
       --final-effective-lrate="$(div10 "$ngadam_lr")"
-    q ngtrain "ngsgd-w$w" "$w" 1 --samples-per-iter=100000 --use-natural-gradient=false \
+    has ngsgd && q ngtrain "ngsgd-w$w" "$w" 1 "${common[@]}" --use-natural-gradient=false \
       --initial-effective-lrate="$ngsgd_lr" --final-effective-lrate="$(div10 "$ngsgd_lr")"
-    q peer "pt-localsgd-adam-w$w" --method=localsgd-adam --workers="$w" --precision=bf16 \
-      --lr="$pt_adam_lr" --schedule="$pt_adam_sched" --epochs=1 --period=390 --warmup-steps=0
+    if ((w > 1)); then
+      has pt-ddp-adam && q peer "pt-ddp-adam-w$w" --method=ddp-adam --workers="$w" \
+        --precision=bf16 --lr="$pt_adam_lr" --schedule="$pt_adam_sched" --epochs=1
+      has pt-localsgd-adam && q peer "pt-localsgd-adam-w$w" --method=localsgd-adam \
+        --workers="$w" --precision=bf16 --lr="$pt_adam_lr" --schedule="$pt_adam_sched" \
+        --epochs=1 --period="$period" --warmup-steps=0
+    fi
   done
   drain
   ;;
