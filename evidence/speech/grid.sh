@@ -163,8 +163,13 @@ workers)
   slots=1
   has() { [[ " $methods " == *" $1 "* ]]; }
   common=(--samples-per-iter="$workers_spi" --valid-frames=25000)
-  period=$((workers_spi / 256))
+  # post-local SGD averages as often as ngtrain: every spi frames per worker (with
+  # --workers-spi=0, ngtrain's automatic T / (4 W) for a corpus of fewer than 1.6 M frames)
+  T=$($py -c "import json; print(json.load(open('$corpus/stats.json'))['train']['frames'])")
   for w in $workers; do
+    spi_w=$workers_spi
+    ((spi_w > 0)) || spi_w=$((T / (4 * w)))
+    period=$((spi_w / 256))
     has ng && q ngtrain "ng-w$w" "$w" 1 "${common[@]}" --initial-effective-lrate="$ng_lr" \
       --final-effective-lrate="$(div10 "$ng_lr")"
     has ngadam && q ngtrain "ngadam-w$w" "$w" 1 "${common[@]}" --optimizer=adam \
