@@ -2,7 +2,7 @@
 """report.py — tables and time-to-accuracy plots from the runs of grid.sh.
 
   /usr/bin/python3 evidence/speech/report.py --runs=/work/speech-runs \
-      --svg=docs/results/speech-tta > tables.md
+      --svg=docs/results/speech-tta > TABLES
 
 Reads RUNS/{grid,epochs,workers,defaults}/: ngtrain --dirs (metrics.jsonl, log.txt with
 /usr/bin/time -v, test.txt from nneval) and peers.py JSON lines (NAME.jsonl). Prints markdown
