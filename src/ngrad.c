@@ -210,18 +210,26 @@ static double sum_squares(ngt_mat X) {
 static double sum_squares_to_bf16(ngt_ngrad *p, ngt_mat X) {
   uint16_t *Xb = ((ngrad_ws *)p->ws)->Xb;
   int D = X.cols;
+  const int fast = ngt_cpu_avx512bf16();
   double s = 0.0;
-  for (int i = 0; i < X.rows; i++) {
-    const float *x = &NGT_AT(X, i, 0);
-    s += (double)cblas_sdot(D, x, 1, x, 1);
-    ngt_bf16_from_f32(Xb + (size_t)i * (size_t)D, D, x, X.stride, 1, D, 1.0f);
+  for (int i0 = 0; i0 < X.rows; i0 += 16) { /* 16 rows: in cache, and few generic calls */
+    int i1 = i0 + 16 < X.rows ? i0 + 16 : X.rows;
+    for (int i = i0; i < i1; i++) {
+      const float *x = &NGT_AT(X, i, 0);
+      s += (double)cblas_sdot(D, x, 1, x, 1);
+      if (fast) ngt_bf16_row_avx512(Xb + (size_t)i * (size_t)D, x, D, 1.0f);
+    }
+    if (!fast)
+      ngt_bf16_from_f32(Xb + (size_t)i0 * (size_t)D, D, &NGT_AT(X, i0, 0), X.stride, i1 - i0, D,
+                        1.0f);
   }
   return isfinite(s) ? s : ngt_mat_frob2(X);
 }
 
 static void ws_reserve(ngt_ngrad *p, int N) {
   ngrad_ws *ws = p->ws;
-  if (N <= ws->cap_N) return;
+  if (N <= ws->cap_N && (!p->bf16 || ws->Xb)) return; /* bf16 may be set after a call */
+  if (N < ws->cap_N) N = ws->cap_N;
   free(ws->H);
   ws->H = ngt_xmalloc(sizeof(float) * (size_t)N * (size_t)p->R);
   if (p->bf16) {
