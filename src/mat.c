@@ -11,6 +11,9 @@
 /* LAPACK (Fortran interface, shipped inside OpenBLAS). */
 extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
                    double *w, double *work, const int *lwork, int *info);
+extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
+                    double *w, double *work, const int *lwork, int *iwork, const int *liwork,
+                    int *info);
 extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
 extern void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda,
                     int *info);
@@ -115,6 +118,21 @@ int ngt_lapack_syev(int n, double *A, double *w) {
   lwork = (int)wq;
   double *work = ngt_xmalloc(sizeof(double) * (size_t)lwork);
   dsyev_("V", "U", &n, A, &n, w, work, &lwork, &info);
+  free(work);
+  return info;
+}
+
+int ngt_lapack_syevd(int n, double *A, double *w) {
+  int info = 0, lwork = -1, liwork = -1, iwq = 0;
+  double wq;
+  dsyevd_("V", "U", &n, A, &n, w, &wq, &lwork, &iwq, &liwork, &info);
+  if (info != 0) return info;
+  lwork = (int)wq;
+  liwork = iwq;
+  double *work = ngt_xmalloc(sizeof(double) * (size_t)lwork);
+  int *iwork = ngt_xmalloc(sizeof(int) * (size_t)liwork);
+  dsyevd_("V", "U", &n, A, &n, w, work, &lwork, iwork, &liwork, &info);
+  free(iwork);
   free(work);
   return info;
 }
