@@ -89,6 +89,7 @@ ngtrain() {
     return 0
   }
   mv "$d.tmp/log.txt" "$d/log.txt" && rmdir "$d.tmp"
+  "$build/nneval" "$d/final.h5" "$dev" >"$d/dev.txt" 2>&1 || log "nneval (dev) failed for $name"
   "$build/nneval" "$d/final.h5" "$test" >"$d/test.txt" 2>&1 || log "nneval failed for $name"
   log "done $name: $(tail -1 "$d/test.txt")"
 }

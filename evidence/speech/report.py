@@ -16,7 +16,8 @@ were on the training path (one process: every earlier `valid_s`; with a coordina
 evaluation overlaps the workers and nothing is subtracted); CPU = the running sum of `cpu_s`
 (every rank, every thread) minus every earlier `valid_cpu_s`. The final point (after the final
 combination) uses the run's total from /usr/bin/time (user + system of all processes) minus
-all evaluations, and nneval's figure on the dev set is the log's last line.
+all evaluations, with the final model's dev figure from the log's last line, or from RUN/dev.txt (nneval on
+the whole dev set) where the run validated on a subset (--valid-frames).
 """
 import argparse
 import glob
@@ -60,6 +61,11 @@ def ngtrain_run(d, label):
                     "wall": float(m.group(3)) - (vs if single else 0.0),
                     "epoch": lines[-1]["epoch"], "acc": float(m.group(2)) / 100,
                     "obj": float(m.group(1)), "final": True})
+    dp = os.path.join(d, "dev.txt")  # nneval on the whole dev set (runs validated on a subset)
+    if pts and pts[-1].get("final") and os.path.exists(dp):
+        v = re.search(r"objective (\S+?),? .*?accuracy (\S+?)%", open(dp).read())
+        if v:
+            pts[-1]["obj"], pts[-1]["acc"] = float(v.group(1)), float(v.group(2)) / 100
     t = None
     tp = os.path.join(d, "test.txt")
     if os.path.exists(tp):
