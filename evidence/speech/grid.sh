@@ -6,6 +6,7 @@
 #
 # PHASE
 #   grid      1 epoch, 1 worker, each method over its learning-rate grid (20 runs)
+#   grid2     the Adam grids extended down to 1e-4 (their best 1-epoch point was the lowest)
 #   epochs    3 epochs, 1 worker, each method at its best grid point (--ng-lr, --ngadam-lr,
 #             --ngsgd-lr, --pt-adam-lr, --pt-adam-sched)
 #   workers   1 epoch, 1/2/4/8 workers (--workers="1 2 4 8"; --methods= a subset of "ng ngadam
@@ -22,7 +23,7 @@
 # Tables and the plot: evidence/speech/report.py.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
-phase=${1:?usage: grid.sh grid|epochs|workers|defaults [options]}
+phase=${1:?usage: grid.sh grid|grid2|epochs|workers|defaults [options]}
 shift
 corpus=/work/speech-corpus
 out=/work/speech-runs
@@ -150,6 +151,13 @@ grid)
   done
   drain
   ;;
+grid2)
+  dir=$out/grid
+  q peer pt-adam-lr0.0001-exp --method=adam --precision=bf16 --lr=0.0001 --schedule=exp --epochs=1
+  q ngtrain ngadam-lr0.0001 1 1 --samples-per-iter=100000 --optimizer=adam \
+    --use-natural-gradient=false --initial-effective-lrate=0.0001 --final-effective-lrate=0.00001
+  drain
+  ;;
 epochs)
   q ngtrain "ng-lr$ng_lr-e3" 1 3 --samples-per-iter="$ng_spi" --initial-effective-lrate="$ng_lr" \
     --final-effective-lrate="$(div10 "$ng_lr")"
@@ -194,7 +202,7 @@ defaults)
   drain
   ;;
 *)
-  echo "grid.sh: error: unknown phase '$phase' (grid, epochs, workers or defaults)" >&2
+  echo "grid.sh: error: unknown phase '$phase' (grid, grid2, epochs, workers or defaults)" >&2
   exit 1
   ;;
 esac
