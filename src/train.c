@@ -34,8 +34,8 @@ ngt_train_opts ngt_train_opts_default(void) {
   ngt_train_opts o;
   memset(&o, 0, sizeof o);
   o.num_epochs = 8.0;
-  o.initial_effective_lrate = 0.0003;
-  o.final_effective_lrate = 0.00003;
+  o.initial_effective_lrate = 0.001;
+  o.final_effective_lrate = 0.0001;
   o.num_jobs_initial = 1;
   o.num_jobs_final = 0;
   o.num_jobs_step = 1;

@@ -28,9 +28,10 @@ typedef struct ngt_train_opts {
   const char *valid;  /* --valid: validation shard(s) (optional) */
   const char *dir;    /* --dir: run directory */
   double num_epochs;  /* --num-epochs (Kaldi train_dnn.py: 8) */
-  double initial_effective_lrate, final_effective_lrate; /* 0.0003, 0.00003 */
-  int num_jobs_initial, num_jobs_final, num_jobs_step;   /* 1, 0 = #workers, 1 */
-  int64_t samples_per_iter;                    /* frames per job per iteration (400000) */
+  double initial_effective_lrate,
+      final_effective_lrate;                           /* 0.001, 0.0001 (Kaldi: 0.0003, 0.00003) */
+  int num_jobs_initial, num_jobs_final, num_jobs_step; /* 1, 0 = #workers, 1 */
+  int64_t samples_per_iter;                    /* frames per job per iteration; 0 = automatic */
   int minibatch_size;                          /* 512 (halved on iteration 0) */
   float max_param_change;                      /* 2.0 (/sqrt(2) on iteration 0) */
   int use_natural_gradient;                    /* 1 (must be false with adam) */
