@@ -7,6 +7,7 @@
 # PHASE
 #   grid      1 epoch, 1 worker, each method over its learning-rate grid (20 runs)
 #   grid2     the Adam grids extended down to 1e-4 (their best 1-epoch point was the lowest)
+#   grid3     plain SGD down to 3e-4 (0.003 and 0.01 diverged)
 #   epochs    3 epochs, 1 worker, each method at its best grid point (--ng-lr, --ngadam-lr,
 #             --ngsgd-lr, --pt-adam-lr, --pt-adam-sched)
 #   workers   1 epoch, 1/2/4/8 workers (--workers="1 2 4 8"; --methods= a subset of "ng ngadam
@@ -23,7 +24,7 @@
 # Tables and the plot: evidence/speech/report.py.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
-phase=${1:?usage: grid.sh grid|grid2|epochs|workers|defaults [options]}
+phase=${1:?usage: grid.sh grid|grid2|grid3|epochs|workers|defaults [options]}
 shift
 corpus=/work/speech-corpus
 out=/work/speech-runs
@@ -158,6 +159,14 @@ grid2)
     --use-natural-gradient=false --initial-effective-lrate=0.0001 --final-effective-lrate=0.00001
   drain
   ;;
+grid3)
+  dir=$out/grid
+  for lr in 0.001 0.0003; do
+    q ngtrain "ngsgd-lr$lr" 1 1 --samples-per-iter=100000 --use-natural-gradient=false \
+      --initial-effective-lrate=$lr --final-effective-lrate="$(div10 $lr)"
+  done
+  drain
+  ;;
 epochs)
   q ngtrain "ng-lr$ng_lr-e3" 1 3 --samples-per-iter="$ng_spi" --initial-effective-lrate="$ng_lr" \
     --final-effective-lrate="$(div10 "$ng_lr")"
@@ -202,7 +211,7 @@ defaults)
   drain
   ;;
 *)
-  echo "grid.sh: error: unknown phase '$phase' (grid, grid2, epochs, workers or defaults)" >&2
+  echo "grid.sh: error: unknown phase '$phase' (grid, grid2, grid3, epochs, workers or defaults)" >&2
   exit 1
   ;;
 esac
