@@ -156,7 +156,7 @@ def workers_table(w, one):
 
 def svg(series, x, path, title):
     W, H, L, R, T, B = 960, 540, 70, 360, 30, 50
-    pts = [p for s in series for p in s["pts"] if p[x] > 0]
+    pts = [p for s in series for p in s["pts"] if p[x] >= 1]  # not the untrained start
     x0 = math.log10(min(p[x] for p in pts))
     x1 = math.log10(max(p[x] for p in pts)) + 1e-9
     y1 = max(p["acc"] for p in pts) * 1.05
@@ -186,7 +186,7 @@ def svg(series, x, path, title):
              'accuracy</text>' % ((T + H - B) // 2, (T + H - B) // 2))
     for i, s in enumerate(series):
         c = cols[i % len(cols)]
-        p = [q for q in s["pts"] if q[x] > 0]
+        p = [q for q in s["pts"] if q[x] >= 1]
         dash = ' stroke-dasharray="5,3"' if s["name"].startswith("pt") else ""
         o.append('<polyline fill="none" stroke="%s" stroke-width="1.6"%s points="%s"/>'
                  % (c, dash, " ".join("%.1f,%.1f" % (sx(q[x]), sy(q["acc"])) for q in p)))
@@ -202,6 +202,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", default="/work/speech-runs")
     ap.add_argument("--svg", default=None, help="prefix: writes PREFIX-cpu.svg, PREFIX-wall.svg")
+    ap.add_argument("--plot", default="", help="comma-separated run names to plot (default all)")
     a = ap.parse_args()
     g, e, w, dflt = (load(a.runs, p) for p in ("grid", "epochs", "workers", "defaults"))
     print("## Learning-rate grid: 1 epoch, 1 worker\n")
@@ -243,11 +244,8 @@ def main():
                 print("| %s | %.0f | %.0f | %.2f | %.2f |" % (k, h["cpu"], h["wall"], h["epoch"],
                                                               pc / h["cpu"]))
     if a.svg:
-        sel = [s for k, s in sorted(allr.items()) if k in {v[0] for v in picks.values()}
-               or k in e]
-        sel += [s for k, s in sorted(w.items())]
-        for s in sel:
-            s["name"] = s["name"]
+        want = a.plot.split(",") if a.plot else sorted(set(allr) | set(w))
+        sel = [({**allr, **w})[k] for k in want if k in allr or k in w]
         svg(sel, "cpu", a.svg + "-cpu.svg", "Speech corpus (3 h): dev accuracy vs core-seconds")
         svg(sel, "wall", a.svg + "-wall.svg", "Speech corpus (3 h): dev accuracy vs wall seconds")
 
