@@ -29,7 +29,8 @@ struct ngt_archives {
   int64_t *cum;    /* (N+1) first corpus frame of each position */
 };
 
-int64_t ngt_samples_per_iter_auto(int64_t total_frames, int jobs_final) {
+int64_t ngt_samples_per_iter(int64_t requested, int64_t total_frames, int jobs_final) {
+  if (requested > 0) return requested;
   int64_t A = (int64_t)floor((double)total_frames / 400000.0 + 0.5);
   int64_t min_a = 4 * (int64_t)(jobs_final > 0 ? jobs_final : 1);
   if (A < min_a) A = min_a;

@@ -122,19 +122,28 @@ int ngt_lapack_syev(int n, double *A, double *w) {
   return info;
 }
 
-int ngt_lapack_syevd(int n, double *A, double *w) {
-  int info = 0, lwork = -1, liwork = -1, iwq = 0;
-  double wq;
-  dsyevd_("V", "U", &n, A, &n, w, &wq, &lwork, &iwq, &liwork, &info);
-  if (info != 0) return info;
-  lwork = (int)wq;
-  liwork = iwq;
-  double *work = ngt_xmalloc(sizeof(double) * (size_t)lwork);
-  int *iwork = ngt_xmalloc(sizeof(int) * (size_t)liwork);
-  dsyevd_("V", "U", &n, A, &n, w, work, &lwork, iwork, &liwork, &info);
-  free(iwork);
-  free(work);
+int ngt_lapack_syevd(int n, double *A, double *w, ngt_syevd_work *ws) {
+  int info = 0;
+  if (ws->n < n) { /* workspace query once per size; the sizes depend on n only */
+    int lq = -1, liq = -1, iwq = 0;
+    double wq;
+    dsyevd_("V", "U", &n, A, &n, w, &wq, &lq, &iwq, &liq, &info);
+    if (info != 0) return info;
+    ngt_syevd_work_free(ws);
+    ws->lwork = (int)wq;
+    ws->liwork = iwq;
+    ws->work = ngt_xmalloc(sizeof(double) * (size_t)ws->lwork);
+    ws->iwork = ngt_xmalloc(sizeof(int) * (size_t)ws->liwork);
+    ws->n = n;
+  }
+  dsyevd_("V", "U", &n, A, &n, w, ws->work, &ws->lwork, ws->iwork, &ws->liwork, &info);
   return info;
+}
+
+void ngt_syevd_work_free(ngt_syevd_work *ws) {
+  free(ws->work);
+  free(ws->iwork);
+  memset(ws, 0, sizeof *ws);
 }
 
 /* Row-major lower == column-major upper. */

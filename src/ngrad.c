@@ -66,27 +66,28 @@
 
 /* Private workspace, allocated in ngt_ngrad_init; only H grows (with N). */
 typedef struct ngrad_ws {
-  int cap_N;     /* rows H can hold */
-  float *H;      /* (cap_N, R) H_t = X_t W_t^T (eqn:HJKL) */
-  uint16_t *Xb;  /* (cap_N, D) bf16 X (bf16 mode only) */
-  uint16_t *Hb;  /* (cap_N, R) bf16 -H */
-  uint16_t *Wb;  /* (R, D) bf16 W */
-  float *J;      /* (R, D) J_t = H_t^T X_t, then B_t in place (eqn:B) */
-  float *W1;     /* (R, D) W_{t+1}; swapped with p->W when the update commits */
-  float *K;      /* (R, R) K_t = J J^T, upper triangle (ssyrk); also self-test scratch */
-  float *L;      /* (R, R) L_t = H^T H, upper triangle (ssyrk) */
-  float *A;      /* (R, R) A_t (eqn:W1), then the lower-triangular reorth transform */
-  double *Z;     /* (R, R) Z_t / s, then its eigenvectors (eigenvector k = Z[k*R .. k*R+R)) */
-  double *O;     /* (R, R) O_{t+1}, its Cholesky factor, then C^{-1} */
-  double *w;     /* (R) eigenvalues of Z_t / s, ascending (LAPACK order) */
-  double *c;     /* (R) C_t, descending */
-  double *sigma; /* (R) sigma = C_t^{1/2} */
-  double *e;     /* (R) e_t */
-  double *u;     /* (R) u = e_t^{-1/2} */
-  double *dr;    /* (R) d_t + rho_t */
-  double *d1;    /* (R) d_{t+1} */
-  double *e1;    /* (R) e_{t+1} */
-  double *se1;   /* (R) e_{t+1}^{1/2} */
+  int cap_N;          /* rows H can hold */
+  float *H;           /* (cap_N, R) H_t = X_t W_t^T (eqn:HJKL) */
+  uint16_t *Xb;       /* (cap_N, D) bf16 X (bf16 mode only) */
+  uint16_t *Hb;       /* (cap_N, R) bf16 -H */
+  uint16_t *Wb;       /* (R, D) bf16 W */
+  float *J;           /* (R, D) J_t = H_t^T X_t, then B_t in place (eqn:B) */
+  float *W1;          /* (R, D) W_{t+1}; swapped with p->W when the update commits */
+  float *K;           /* (R, R) K_t = J J^T, upper triangle (ssyrk); also self-test scratch */
+  float *L;           /* (R, R) L_t = H^T H, upper triangle (ssyrk) */
+  float *A;           /* (R, R) A_t (eqn:W1), then the lower-triangular reorth transform */
+  double *Z;          /* (R, R) Z_t / s, then its eigenvectors (eigenvector k = Z[k*R .. k*R+R)) */
+  double *O;          /* (R, R) O_{t+1}, its Cholesky factor, then C^{-1} */
+  double *w;          /* (R) eigenvalues of Z_t / s, ascending (LAPACK order) */
+  double *c;          /* (R) C_t, descending */
+  double *sigma;      /* (R) sigma = C_t^{1/2} */
+  double *e;          /* (R) e_t */
+  double *u;          /* (R) u = e_t^{-1/2} */
+  double *dr;         /* (R) d_t + rho_t */
+  double *d1;         /* (R) d_{t+1} */
+  double *e1;         /* (R) e_{t+1} */
+  double *se1;        /* (R) e_{t+1}^{1/2} */
+  ngt_syevd_work eig; /* LAPACK workspace of the R x R eigensolve, sized on first use */
 } ngrad_ws;
 
 ngt_ngrad_opts ngt_ngrad_opts_default(void) {
@@ -412,7 +413,7 @@ static void update_estimate(ngt_ngrad *p, int N, double trXX) {
     return;
   }
   for (size_t k = 0; k < (size_t)R * (size_t)R; k++) ws->Z[k] /= s;
-  int info = ngt_lapack_syevd(R, ws->Z, ws->w);
+  int info = ngt_lapack_syevd(R, ws->Z, ws->w, &ws->eig);
   if (info != 0) {
     NGT_WARN_MSG("ngrad: eigendecomposition of Z_t failed (LAPACK info %d, D=%d R=%d); "
                  "skipping this Fisher update",
@@ -576,6 +577,7 @@ void ngt_ngrad_deinit(ngt_ngrad *p) {
     free(ws->L);
     free(ws->A);
     free(ws->Z); /* the double block */
+    ngt_syevd_work_free(&ws->eig);
     free(ws);
   }
   free(p->W);

@@ -221,8 +221,7 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
     }
     /* the archive plan: A archives of about samples_per_iter frames (archives.h) */
     if (!code && shared && total > 0) {
-      c->spi = o->samples_per_iter > 0 ? o->samples_per_iter
-                                       : ngt_samples_per_iter_auto(total, j1);
+      c->spi = ngt_samples_per_iter(o->samples_per_iter, total, j1);
       int64_t A = ngt_archives_count_for(total, c->spi);
       if (ngt_archives_new(c->n_paths, (const int64_t *const *)off, U, A,
                            ngt_archives_unit_for(total, A, o->shuffle_buffer), c->data_seed,
@@ -238,7 +237,7 @@ static void setup(ngt_train_ctx *c, const ngt_train_opts *o) {
   ngt_train_sync_status(code, msg);
   if (ngt_comm_bcast(&total, sizeof total, 0, &err)) ngt_train_fail_local(err.msg);
   c->total_frames = total;
-  c->spi = o->samples_per_iter > 0 ? o->samples_per_iter : ngt_samples_per_iter_auto(total, j1);
+  c->spi = ngt_samples_per_iter(o->samples_per_iter, total, j1); /* rank 0: again, the same */
   /* Shared placement: the schedule's A is the number of archives the corpus is cut into,
    * so num-epochs x A reads cover every frame num-epochs times. */
   c->num_archives = c->ch.placement == NGT_PLACEMENT_SHARED && total > 0

@@ -161,20 +161,20 @@ END_TEST
 /* --samples-per-iter=0: at least 4 archives per final job, Kaldi's 400k frames when larger */
 START_TEST(automatic_samples_per_iter) {
   const int64_t T = 1062813; /* the speech corpus of the evidence */
-  int64_t s1 = ngt_samples_per_iter_auto(T, 1), s8 = ngt_samples_per_iter_auto(T, 8);
+  int64_t s1 = ngt_samples_per_iter(0, T, 1), s8 = ngt_samples_per_iter(0, T, 8);
   ck_assert_int_eq(ngt_archives_count_for(T, s1), 4);
   ck_assert_int_eq(ngt_archives_count_for(T, s8), 32);
   ck_assert_int_eq(s1, 265703);
+  ck_assert_int_eq(ngt_samples_per_iter(8000, T, 8), 8000); /* an explicit value stays */
   /* a large corpus keeps Kaldi's 400k (A = 270 >= 4 x 16) */
-  ck_assert_int_eq(ngt_archives_count_for(108000000, ngt_samples_per_iter_auto(108000000, 16)),
-                   270);
-  ck_assert_int_eq(ngt_samples_per_iter_auto(108000000, 16), 400000);
+  ck_assert_int_eq(ngt_archives_count_for(108000000, ngt_samples_per_iter(0, 108000000, 16)), 270);
+  ck_assert_int_eq(ngt_samples_per_iter(0, 108000000, 16), 400000);
   /* tiny corpora: never below one frame */
-  ck_assert_int_eq(ngt_samples_per_iter_auto(3, 4), 1);
-  ck_assert_int_eq(ngt_samples_per_iter_auto(0, 1), 1);
+  ck_assert_int_eq(ngt_samples_per_iter(0, 3, 4), 1);
+  ck_assert_int_eq(ngt_samples_per_iter(0, 0, 1), 1);
   for (int J = 1; J <= 64; J *= 2)
     for (int64_t t = 1000; t < 100000000; t = t * 7 + 13) {
-      int64_t A = ngt_archives_count_for(t, ngt_samples_per_iter_auto(t, J));
+      int64_t A = ngt_archives_count_for(t, ngt_samples_per_iter(0, t, J));
       ck_assert_int_ge(A, t >= 4 * J ? 4 * J : 1);
     }
 }

@@ -41,10 +41,11 @@ typedef struct ngt_archive_piece {
 
 typedef struct ngt_archives ngt_archives;
 
-/* --samples-per-iter=0 (auto): T / A frames with A = max(round(T / 400000), 4 jobs_final)
- * archives, so each epoch has at least 4 iterations at the final job count and every job of
- * an iteration reads a different archive (docs/algorithm.md §4.1). */
-int64_t ngt_samples_per_iter_auto(int64_t total_frames, int jobs_final);
+/* The frames per job per iteration for --samples-per-iter=requested: requested when > 0;
+ * 0 = automatic, T / A frames with A = max(round(T / 400000), 4 jobs_final) archives, so each
+ * epoch has at least 4 iterations at the final job count and every job of an iteration reads
+ * a different archive (docs/algorithm.md §4.1). */
+int64_t ngt_samples_per_iter(int64_t requested, int64_t total_frames, int jobs_final);
 /* Kaldi's archive count for a corpus: max(1, round(total_frames / samples_per_iter)). */
 int64_t ngt_archives_count_for(int64_t total_frames, int64_t samples_per_iter);
 /* The unit size used by training: min(shuffle_buffer, max(1, T / (8 A))), so an archive

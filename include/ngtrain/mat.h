@@ -71,8 +71,17 @@ int ngt_vec_all_finite(const float *x, size_t n);
  * eigenvalues in w ascending (LAPACK dsyev). Returns 0 or the LAPACK info. */
 int ngt_lapack_syev(int n, double *A, double *w);
 /* The same by divide and conquer (LAPACK dsyevd): same output convention; at n = 80 about
- * 1.6 times faster than dsyev, whose QR sweeps dominate there. */
-int ngt_lapack_syevd(int n, double *A, double *w);
+ * 1.6 times faster than dsyev, whose QR sweeps dominate there. For repeated calls the
+ * caller keeps the LAPACK workspace in *ws (zero-initialised; sized on the first call for
+ * its n, grown if n grows; release with ngt_syevd_work_free). */
+typedef struct ngt_syevd_work {
+  int n;        /* the size the buffers were queried for (0 = none yet) */
+  double *work; /* (lwork) */
+  int *iwork;   /* (liwork) */
+  int lwork, liwork;
+} ngt_syevd_work;
+int ngt_lapack_syevd(int n, double *A, double *w, ngt_syevd_work *ws);
+void ngt_syevd_work_free(ngt_syevd_work *ws);
 /* Cholesky A = L L^T of the n x n double SPD matrix A (row-major, lower triangle
  * of the result holds L, upper zeroed). Returns 0 or >0 if not positive definite. */
 int ngt_lapack_potrf_lower(int n, double *A);
