@@ -34,7 +34,8 @@
  * work in double (the R x R eigensolve by divide and conquer, dsyevd: at R = 80 it is 1.6
  * times faster than dsyev's QR sweeps). A non-updating call: one trace pass, two sgemm, one
  * trace pass. In bf16 mode (docs/algorithm.md §3.5) H and X^ are bf16 matmuls in every call
- * and the first trace pass also rounds X to bf16; J and the rest stay fp32/fp64.
+ * and the first trace pass also rounds X to bf16; an updating call forms J from the same
+ * bf16 X and -H; K, L, Z, W_t+1 and the rest stay fp32/fp64.
  *
  * Safeguards beyond Kaldi (reported, not silent): a minibatch whose tr(X X^T) is not finite
  * never updates the estimate (it would poison every later call; the output is NaN and the
@@ -485,9 +486,9 @@ static void update_estimate(ngt_ngrad *p, int N, double trXX) {
  * iterations pass 0 because only the estimate matters there, which spares a copy of X0.
  * In bf16 mode (docs/algorithm.md §3.5) H = X W^T and X^ = X - H W take bf16 operands (X,
  * already rounded into ws->Xb by the caller's trace pass; W, rounded once per pass; -H for
- * X^) with fp32 accumulation, in every call; an updating call then forms J = H^T X from
- * that H and the fp32 X, and K, L, Z, the eigensolve and W_t+1 in fp32/fp64 as in fp32
- * mode. */
+ * X^) with fp32 accumulation, in every call; an updating call then forms J = H^T X as
+ * -((-H)^T X) from the same bf16 operands, and K, L, Z, the eigensolve and W_t+1 in
+ * fp32/fp64 as in fp32 mode. */
 static void ngrad_step(ngt_ngrad *p, ngt_mat X, double trXX, int updating, int write_xhat) {
   ngrad_ws *ws = p->ws;
   int N = X.rows, R = p->R, D = p->D;
@@ -499,14 +500,19 @@ static void ngrad_step(ngt_ngrad *p, ngt_mat X, double trXX, int updating, int w
   } else {
     ngt_gemm(0, 1, 1.0f, X, W, 0.0f, H); /* H = X W^T (N x R) (eqn:HJKL) */
   }
-  if (updating) { /* J, K, L before X is overwritten */
-    ngt_gemm(1, 0, 1.0f, H, X, 0.0f, ngt_mat_view(ws->J, R, D, D)); /* J = H^T X (R x D) */
+  if (p->bf16 && (updating || write_xhat)) ngt_bf16_from_f32(ws->Hb, R, ws->H, R, N, R, -1.0f);
+  if (updating) {  /* J, K, L before X is overwritten */
+    if (p->bf16) { /* J = H^T X = -((-H)^T X), bf16 operands, fp32 accumulation */
+      ngt_gemm_bf16(1, 0, R, D, N, ws->Hb, R, ws->Xb, D, NULL, ws->J, D);
+      cblas_sscal(R * D, -1.0f, ws->J, 1);
+    } else {
+      ngt_gemm(1, 0, 1.0f, H, X, 0.0f, ngt_mat_view(ws->J, R, D, D)); /* J = H^T X (R x D) */
+    }
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, R, D, 1.0f, ws->J, D, 0.0f, ws->K, R);
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, R, N, 1.0f, ws->H, R, 0.0f, ws->L, R);
   }
   if (write_xhat) { /* X^ = X - H W with the OLD W (eqn:Xhat) */
     if (p->bf16) {
-      ngt_bf16_from_f32(ws->Hb, R, ws->H, R, N, R, -1.0f);
       ngt_gemm_bf16_beta(0, 0, N, D, R, ws->Hb, R, ws->Wb, D, NULL, 1.0f, X.data, X.stride);
     } else {
       ngt_gemm(0, 0, -1.0f, H, W, 1.0f, X);
