@@ -9,13 +9,15 @@
 #   grid2     the Adam grids extended down to 1e-4 (their best 1-epoch point was the lowest)
 #   grid3     plain SGD down to 3e-4 (0.003 and 0.01 diverged)
 #   epochs    3 epochs, 1 worker, each method at its best grid point (--ng-lr, --ngadam-lr,
-#             --ngsgd-lr, --pt-adam-lr, --pt-adam-sched)
+#             --ngsgd-lr, --pt-adam-lr, --pt-adam-sched; --ng-mb: NG-SGD's minibatch, 512)
 #   workers   1 epoch, 1/2/4/8 workers (--workers="1 2 4 8"; --methods= a subset of "ng ngadam
 #             ngsgd pt-ddp-adam pt-localsgd-adam"): ngtrain NG-SGD, plain SGD and Adam (parameter
 #             averaging every --workers-spi frames per job, one process per worker + the
 #             coordinator; per-iteration validation on 25,000 dev frames, the final model on
 #             all), PyTorch DDP Adam and post-local-SGD Adam (averaging every --workers-spi
 #             frames per worker); learning rates per worker as at 1 worker
+#   scaling   NG-SGD at 8 workers: per-job rate 0.001 and 0.003 (not 8 x 0.001), BMUF, 16
+#             averagings per epoch, max-change x 8, jobs ramped 1 -> 8, 3 epochs
 #   defaults  1 and 3 epochs of ngtrain with no learning-rate options at all (its defaults)
 #
 # Every run writes RUN/ (ngtrain --dir, or RUN.jsonl for a peer) under OUT/PHASE/ and is
@@ -24,14 +26,14 @@
 # Tables and the plot: evidence/speech/report.py.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
-phase=${1:?usage: grid.sh grid|grid2|grid3|epochs|workers|defaults [options]}
+phase=${1:?usage: grid.sh grid|grid2|grid3|epochs|workers|scaling|defaults [options]}
 shift
 corpus=/work/speech-corpus
 out=/work/speech-runs
 slots=2
 build=$here/build
 ng_lr=0.001 ngadam_lr=0.001 ngsgd_lr=0.003 pt_adam_lr=0.001 pt_adam_sched=exp
-ng_spi=400000 workers="1 2 4 8" workers_spi=50000
+ng_spi=400000 ng_mb=512 workers="1 2 4 8" workers_spi=50000
 methods="ng ngadam ngsgd pt-ddp-adam pt-localsgd-adam"
 for a in "$@"; do
   case $a in
@@ -41,6 +43,7 @@ for a in "$@"; do
   --build=*) build=${a#*=} ;;
   --ng-lr=*) ng_lr=${a#*=} ;;
   --ng-spi=*) ng_spi=${a#*=} ;;
+  --ng-mb=*) ng_mb=${a#*=} ;;
   --ngadam-lr=*) ngadam_lr=${a#*=} ;;
   --ngsgd-lr=*) ngsgd_lr=${a#*=} ;;
   --pt-adam-lr=*) pt_adam_lr=${a#*=} ;;
@@ -168,8 +171,10 @@ grid3)
   drain
   ;;
 epochs)
-  q ngtrain "ng-lr$ng_lr-e3" 1 3 --samples-per-iter="$ng_spi" --initial-effective-lrate="$ng_lr" \
-    --final-effective-lrate="$(div10 "$ng_lr")"
+  mbs=""
+  [[ $ng_mb == 512 ]] || mbs=-mb$ng_mb
+  q ngtrain "ng-lr$ng_lr$mbs-e3" 1 3 --samples-per-iter="$ng_spi" --initial-effective-lrate="$ng_lr" \
+    --final-effective-lrate="$(div10 "$ng_lr")" --minibatch-size="$ng_mb"
   q peer "pt-adam-lr$pt_adam_lr-$pt_adam_sched-e3" --method=adam --precision=bf16 \
     --lr="$pt_adam_lr" --schedule="$pt_adam_sched" --epochs=3
   q ngtrain "ngadam-lr$ngadam_lr-e3" 1 3 --samples-per-iter=100000 --optimizer=adam \
@@ -205,13 +210,33 @@ workers)
   done
   drain
   ;;
+scaling)
+  # NG-SGD at 8 workers, 1 epoch unless named: what might close the gap to one worker
+  # (docs/results/speech.md, "Workers"). Each variant changes one thing of workers/ng-w8.
+  slots=1
+  base=(--samples-per-iter=0 --valid-frames=25000)
+  lr=(--initial-effective-lrate="$ng_lr" --final-effective-lrate="$(div10 "$ng_lr")")
+  cfg8=$dir/nnet-speech-maxchange8.cfg # every component's max-change x 8
+  sed -e 's/^\(layer .*dim=1024\)/\1 max-change=6/' -e 's/^\(output dim=2000\)/\1 max-change=12/' \
+    "$here/data/nnet-speech.cfg" >"$cfg8"
+  q ngtrain ng-w8-lrjob0.001 8 1 "${base[@]}" --initial-effective-lrate=0.000125 \
+    --final-effective-lrate=0.0000125
+  q ngtrain ng-w8-lrjob0.003 8 1 "${base[@]}" --initial-effective-lrate=0.000375 \
+    --final-effective-lrate=0.0000375
+  q ngtrain ng-w8-bmuf 8 1 "${base[@]}" "${lr[@]}" --averaging=bmuf
+  q ngtrain ng-w8-spi8000 8 1 --samples-per-iter=8000 --valid-frames=25000 "${lr[@]}"
+  q ngtrain ng-w8-maxchange8 8 1 "${base[@]}" "${lr[@]}" --config="$cfg8" --max-param-change=16
+  q ngtrain ng-w8-ramp 8 1 "${base[@]}" "${lr[@]}" --num-jobs-initial=1
+  q ngtrain ng-w8-e3 8 3 "${base[@]}" "${lr[@]}"
+  drain
+  ;;
 defaults)
   q ngtrain defaults-e1 1 1
   q ngtrain defaults-e3 1 3
   drain
   ;;
 *)
-  echo "grid.sh: error: unknown phase '$phase' (grid, grid2, grid3, epochs, workers or defaults)" >&2
+  echo "grid.sh: error: unknown phase '$phase' (grid, grid2, grid3, epochs, workers, scaling or defaults)" >&2
   exit 1
   ;;
 esac

@@ -4,7 +4,7 @@
   /usr/bin/python3 evidence/speech/report.py --runs=/work/speech-runs \
       --svg=docs/results/speech-tta > TABLES
 
-Reads RUNS/{grid,epochs,workers,defaults}/: ngtrain --dirs (metrics.jsonl, log.txt with
+Reads RUNS/{grid,epochs,workers,defaults,scaling}/: ngtrain --dirs (metrics.jsonl, log.txt with
 /usr/bin/time -v, test.txt from nneval) and peers.py JSON lines (NAME.jsonl). Prints markdown
 tables; writes SVG-cpu.svg and SVG-wall.svg (dev accuracy against core-seconds and wall
 seconds, log axis).
@@ -154,6 +154,23 @@ def workers_table(w, one):
             f["cpu"], f["wall"]))
 
 
+def scaling_table(sc, w, e):
+    """8-worker NG-SGD variants against the default 8-worker run and one worker, same epochs"""
+    print("| run | epochs | dev acc | change from workers/ng-w8 | change from 1 worker "
+          "(same epochs) | test acc | core-s |")
+    print("|---|---|---|---|---|---|---|")
+    w8 = w.get("ng-w8")
+    for k, s in sorted(sc.items()):
+        f = final(s)
+        ep = round(f["epoch"])
+        one = w.get("ng-w1") if ep == 1 else e.get("ng-lr0.001-e%d" % ep)
+        d8 = "%+.2f" % (100 * (f["acc"] - final(w8)["acc"])) if w8 and ep == 1 else "—"
+        d1 = "%+.2f (%s)" % (100 * (f["acc"] - final(one)["acc"]), pct(final(one)["acc"])) \
+            if one else "—"
+        print("| %s | %d | %s | %s | %s | %s | %.0f |" % (
+            k, ep, pct(f["acc"]), d8, d1, pct(s["test_acc"]), f["cpu"]))
+
+
 def svg(series, x, path, title):
     W, H, L, R, T, B = 960, 540, 70, 360, 30, 50
     pts = [p for s in series for p in s["pts"] if p[x] >= 1]  # not the untrained start
@@ -204,7 +221,8 @@ def main():
     ap.add_argument("--svg", default=None, help="prefix: writes PREFIX-cpu.svg, PREFIX-wall.svg")
     ap.add_argument("--plot", default="", help="comma-separated run names to plot (default all)")
     a = ap.parse_args()
-    g, e, w, dflt = (load(a.runs, p) for p in ("grid", "epochs", "workers", "defaults"))
+    g, e, w, dflt, sc = (load(a.runs, p)
+                         for p in ("grid", "epochs", "workers", "defaults", "scaling"))
     print("## Learning-rate grid: 1 epoch, 1 worker\n")
     grid_table(g)
     picks = {p: best(g, p) for p in ("ng-", "ngadam-", "ngsgd-", "pt-adam-", "pt-sgd-")}
@@ -228,6 +246,9 @@ def main():
             one["pt-localsgd-adam"] = one["pt-ddp-adam"]
         print("\n## Workers: 1 epoch, parameter averaging (ngtrain), DDP and post-local SGD (PyTorch)\n")
         workers_table(w, one)
+    if sc:
+        print("\n## NG-SGD at 8 workers: variants\n")
+        scaling_table(sc, w, e)
     allr = dict(g)
     allr.update(e)
     targets = []  # (label, accuracy): the best peer at 1 epoch, the best peer, the best ngtrain
