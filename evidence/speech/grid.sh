@@ -17,7 +17,8 @@
 #             all), PyTorch DDP Adam and post-local-SGD Adam (averaging every --workers-spi
 #             frames per worker); learning rates per worker as at 1 worker
 #   scaling   NG-SGD at 8 workers: per-job rate 0.001 and 0.003 (not 8 x 0.001), BMUF, 16
-#             averagings per epoch, max-change x 8, jobs ramped 1 -> 8, 3 epochs
+#             averagings per epoch, max-change x 8, jobs ramped 1 -> 8, 3 epochs; the default
+#             ramp 1 -> W at 2, 4 and 8 workers (1 and 3 epochs)
 #   defaults  1 and 3 epochs of ngtrain with no learning-rate options at all (its defaults)
 #
 # Every run writes RUN/ (ngtrain --dir, or RUN.jsonl for a peer) under OUT/PHASE/ and is
@@ -228,6 +229,10 @@ scaling)
   q ngtrain ng-w8-maxchange8 8 1 "${base[@]}" "${lr[@]}" --config="$cfg8" --max-param-change=16
   q ngtrain ng-w8-ramp 8 1 "${base[@]}" "${lr[@]}" --num-jobs-initial=1
   q ngtrain ng-w8-e3 8 3 "${base[@]}" "${lr[@]}"
+  # ngtrain's default job ramp, 1 -> W (the workers phase fixes the jobs at W)
+  q ngtrain ng-w2-ramp 2 1 "${base[@]}" "${lr[@]}" --num-jobs-initial=1
+  q ngtrain ng-w4-ramp 4 1 "${base[@]}" "${lr[@]}" --num-jobs-initial=1
+  q ngtrain ng-w8-ramp-e3 8 3 "${base[@]}" "${lr[@]}" --num-jobs-initial=1
   drain
   ;;
 defaults)

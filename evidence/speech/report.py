@@ -155,16 +155,17 @@ def workers_table(w, one):
 
 
 def scaling_table(sc, w, e):
-    """8-worker NG-SGD variants against the default 8-worker run and one worker, same epochs"""
-    print("| run | epochs | dev acc | change from workers/ng-w8 | change from 1 worker "
-          "(same epochs) | test acc | core-s |")
+    """NG-SGD variants at W workers against the jobs-fixed run at W and one worker, same epochs"""
+    print("| run | epochs | dev acc | change from workers/ng-wW (jobs fixed at W) | change from "
+          "1 worker (same epochs) | test acc | core-s |")
     print("|---|---|---|---|---|---|---|")
-    w8 = w.get("ng-w8")
-    for k, s in sorted(sc.items()):
+    for k, s in sorted(sc.items(), key=lambda kv: (int(re.match(r"ng-w(\d+)", kv[0]).group(1)),
+                                                   kv[0])):
         f = final(s)
         ep = round(f["epoch"])
         one = w.get("ng-w1") if ep == 1 else e.get("ng-lr0.001-e%d" % ep)
-        d8 = "%+.2f" % (100 * (f["acc"] - final(w8)["acc"])) if w8 and ep == 1 else "—"
+        fixed = w.get(re.match(r"ng-w\d+", k).group(0))
+        d8 = "%+.2f" % (100 * (f["acc"] - final(fixed)["acc"])) if fixed and ep == 1 else "—"
         d1 = "%+.2f (%s)" % (100 * (f["acc"] - final(one)["acc"]), pct(final(one)["acc"])) \
             if one else "—"
         print("| %s | %d | %s | %s | %s | %s | %.0f |" % (
@@ -247,7 +248,7 @@ def main():
         print("\n## Workers: 1 epoch, parameter averaging (ngtrain), DDP and post-local SGD (PyTorch)\n")
         workers_table(w, one)
     if sc:
-        print("\n## NG-SGD at 8 workers: variants\n")
+        print("\n## NG-SGD with more workers: variants (scaling phase)\n")
         scaling_table(sc, w, e)
     allr = dict(g)
     allr.update(e)
