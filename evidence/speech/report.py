@@ -277,8 +277,9 @@ def main():
                     k, h["cpu"], h["wall"], h["epoch"],
                     "%.2f" % (pc / h["cpu"]) if pc == pc else "— (no peer reaches it)"))
     if a.svg:
-        want = a.plot.split(",") if a.plot else sorted(set(allr) | set(w))
-        sel = [({**allr, **w})[k] for k in want if k in allr or k in w]
+        pool = {**allr, **w, **sc}
+        want = a.plot.split(",") if a.plot else sorted(pool)
+        sel = [pool[k] for k in want if k in pool]
         svg(sel, "cpu", a.svg + "-cpu.svg", "Speech corpus (3 h): dev accuracy vs core-seconds")
         svg(sel, "wall", a.svg + "-wall.svg", "Speech corpus (3 h): dev accuracy vs wall seconds")
 
