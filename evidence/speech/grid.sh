@@ -21,6 +21,7 @@
 #             ramp 1 -> W at 2, 4 and 8 workers (1 and 3 epochs)
 #   defaults  1 and 3 epochs of ngtrain with no learning-rate options at all (its defaults)
 #
+# --seed=N (default 1) seeds every run; other seeds name their runs NAME-sN.
 # Every run writes RUN/ (ngtrain --dir, or RUN.jsonl for a peer) under OUT/PHASE/ and is
 # skipped when its result exists, so rerunning a phase resumes it. --slots runs (default 2)
 # go at a time, each on one thread; workers runs take the whole machine, one at a time.
@@ -36,6 +37,7 @@ build=$here/build
 ng_lr=0.001 ngadam_lr=0.001 ngsgd_lr=0.003 pt_adam_lr=0.001 pt_adam_sched=exp
 ng_spi=400000 ng_mb=512 workers="1 2 4 8" workers_spi=50000
 methods="ng ngadam ngsgd pt-ddp-adam pt-localsgd-adam"
+seed=1
 for a in "$@"; do
   case $a in
   --corpus=*) corpus=${a#*=} ;;
@@ -52,6 +54,7 @@ for a in "$@"; do
   --workers=*) workers=${a#*=} ;;
   --workers-spi=*) workers_spi=${a#*=} ;;
   --methods=*) methods=${a#*=} ;;
+  --seed=*) seed=${a#*=} ;;
   *)
     echo "grid.sh: error: unknown option '$a'" >&2
     exit 1
@@ -71,6 +74,8 @@ done
 source "$here/tools/env.sh"
 py=/usr/bin/python3
 dir=$out/$phase
+sfx="" # runs with a seed other than 1 are named NAME-sSEED
+[[ $seed == 1 ]] || sfx=-s$seed
 mkdir -p "$dir"
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$dir/grid.log"; }
 log "phase $phase on $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), build $build"
@@ -79,13 +84,13 @@ div10() { $py -c "print('%g' % ($1 / 10))"; }
 
 # ngtrain NAME WORKERS EPOCHS [ngtrain options...]: one run, then its test-set figure
 ngtrain() {
-  local name=$1 w=$2 ep=$3
+  local name=$1$sfx w=$2 ep=$3
   shift 3
   local d=$dir/$name
   [[ -e $d/test.txt ]] && return 0
   rm -rf "$d"
   local cmd=("$build/ngtrain" --config="$here/data/nnet-speech.cfg" --train="$train"
-    --valid="$dev" --dir="$d" --num-epochs="$ep" --seed=1 --num-jobs-initial="$w"
+    --valid="$dev" --dir="$d" --num-epochs="$ep" --seed="$seed" --num-jobs-initial="$w"
     --num-jobs-final="$w" --progress=0 "$@")
   if ((w > 1)); then cmd=(mpirun -np $((w + 1)) "${cmd[@]}"); fi
   log "start $name: ${cmd[*]}"
@@ -102,13 +107,13 @@ ngtrain() {
 
 # peer NAME [peers.py options...]
 peer() {
-  local name=$1
+  local name=$1$sfx
   shift
   local f=$dir/$name.jsonl
   [[ -e $f ]] && return 0
   log "start $name: peers.py $*"
   if $py "$here/evidence/speech/peers.py" --train="$train" --dev="$dev" --test="$test" \
-    --seed=1 --threads=1 --out="$f.tmp" "$@" >"$dir/$name.log" 2>&1; then
+    --seed="$seed" --threads=1 --out="$f.tmp" "$@" >"$dir/$name.log" 2>&1; then
     mv "$f.tmp" "$f"
     log "done $name: $(tail -1 "$f" | cut -c1-160)"
   else
