@@ -19,6 +19,7 @@
 #   scaling   NG-SGD at 8 workers: per-job rate 0.001 and 0.003 (not 8 x 0.001), BMUF, 16
 #             averagings per epoch, max-change x 8, jobs ramped 1 -> 8, 3 epochs; the default
 #             ramp 1 -> W at 2, 4 and 8 workers (1 and 3 epochs)
+#   seeds     the 1-epoch NG-SGD run and best peer again, with --seed=N
 #   defaults  1 and 3 epochs of ngtrain with no learning-rate options at all (its defaults)
 #
 # --seed=N (default 1) seeds every run; other seeds name their runs NAME-sN.
@@ -28,7 +29,7 @@
 # Tables and the plot: evidence/speech/report.py.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
-phase=${1:?usage: grid.sh grid|grid2|grid3|epochs|workers|scaling|defaults [options]}
+phase=${1:?usage: grid.sh grid|grid2|grid3|epochs|workers|scaling|seeds|defaults [options]}
 shift
 corpus=/work/speech-corpus
 out=/work/speech-runs
@@ -240,13 +241,22 @@ scaling)
   q ngtrain ng-w8-ramp-e3 8 3 "${base[@]}" "${lr[@]}" --num-jobs-initial=1
   drain
   ;;
+seeds)
+  # the 1-epoch headline pair again (run with --seed=N, N != 1; the 3-epoch pair is
+  # `epochs --seed=N`): NG-SGD at --ng-lr, 400000 samples per iteration, and the best peer
+  q ngtrain "ng-lr$ng_lr-spi400000" 1 1 --samples-per-iter=400000 \
+    --initial-effective-lrate="$ng_lr" --final-effective-lrate="$(div10 "$ng_lr")"
+  q peer "pt-adam-lr$pt_adam_lr-$pt_adam_sched" --method=adam --precision=bf16 \
+    --lr="$pt_adam_lr" --schedule="$pt_adam_sched" --epochs=1
+  drain
+  ;;
 defaults)
   q ngtrain defaults-e1 1 1
   q ngtrain defaults-e3 1 3
   drain
   ;;
 *)
-  echo "grid.sh: error: unknown phase '$phase' (grid, grid2, grid3, epochs, workers, scaling or defaults)" >&2
+  echo "grid.sh: error: unknown phase '$phase' (grid, grid2, grid3, epochs, workers, scaling, seeds or defaults)" >&2
   exit 1
   ;;
 esac

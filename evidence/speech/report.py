@@ -4,7 +4,7 @@
   /usr/bin/python3 evidence/speech/report.py --runs=/work/speech-runs \
       --svg=docs/results/speech-tta > TABLES
 
-Reads RUNS/{grid,epochs,workers,defaults,scaling}/: ngtrain --dirs (metrics.jsonl, log.txt with
+Reads RUNS/{grid,epochs,workers,defaults,scaling,seeds}/: ngtrain --dirs (metrics.jsonl, log.txt with
 /usr/bin/time -v, test.txt from nneval) and peers.py JSON lines (NAME.jsonl). Prints markdown
 tables; writes SVG-cpu.svg and SVG-wall.svg (dev accuracy against core-seconds and wall
 seconds, log axis).
@@ -172,6 +172,20 @@ def scaling_table(sc, w, e):
             k, ep, pct(f["acc"]), d8, d1, pct(s["test_acc"]), f["cpu"]))
 
 
+def seeds_table(sd, g, e):
+    """runs with another seed (NAME-sN in seeds/ and epochs/) next to the seed-1 run NAME"""
+    print("| run | seed | dev acc | seed 1 dev acc | test acc | seed 1 test acc | core-s |")
+    print("|---|---|---|---|---|---|---|")
+    for k, s in sorted(sd.items()):
+        m = re.match(r"(.*)-s(\d+)$", k)
+        if not m:
+            continue
+        one = g.get(m.group(1)) or e.get(m.group(1))
+        print("| %s | %s | %s | %s | %s | %s | %.0f |" % (
+            m.group(1), m.group(2), pct(final(s)["acc"]), pct(final(one)["acc"]) if one else "—",
+            pct(s["test_acc"]), pct(one["test_acc"]) if one else "—", final(s)["cpu"]))
+
+
 def svg(series, x, path, title):
     W, H, L, R, T, B = 960, 540, 70, 360, 30, 50
     pts = [p for s in series for p in s["pts"] if p[x] >= 1]  # not the untrained start
@@ -222,8 +236,11 @@ def main():
     ap.add_argument("--svg", default=None, help="prefix: writes PREFIX-cpu.svg, PREFIX-wall.svg")
     ap.add_argument("--plot", default="", help="comma-separated run names to plot (default all)")
     a = ap.parse_args()
-    g, e, w, dflt, sc = (load(a.runs, p)
-                         for p in ("grid", "epochs", "workers", "defaults", "scaling"))
+    g, e, w, dflt, sc, sd = (load(a.runs, p)
+                             for p in ("grid", "epochs", "workers", "defaults", "scaling", "seeds"))
+    # other seeds (NAME-sN) are reported in their own table, not among the seed-1 grids
+    sd.update({k: v for k, v in e.items() if re.search(r"-s\d+$", k)})
+    e = {k: v for k, v in e.items() if not re.search(r"-s\d+$", k)}
     print("## Learning-rate grid: 1 epoch, 1 worker\n")
     grid_table(g)
     picks = {p: best(g, p) for p in ("ng-", "ngadam-", "ngsgd-", "pt-adam-", "pt-sgd-")}
@@ -250,6 +267,9 @@ def main():
     if sc:
         print("\n## NG-SGD with more workers: variants (scaling phase)\n")
         scaling_table(sc, w, e)
+    if sd:
+        print("\n## Second seed\n")
+        seeds_table(sd, g, e)
     allr = dict(g)
     allr.update(e)
     targets = []  # (label, accuracy): the best peer at 1 epoch, the best peer, the best ngtrain
