@@ -4,8 +4,8 @@
  * per shape the best time of a call that updates the Fisher estimate and of one that does
  * not, then per minibatch the sums over the network, the amortised cost over the update
  * period (one updating call in four) and the rate of the two thin products every call makes
- * (H = X W^T and X^ = X - H W: 4 N R D flops), against the step's own flops
- * (32.96 MFLOP per frame). It answers "how far is NG-SGD's overhead from the floor set by
+ * (H = X W^T and X^ = X - H W: 4 N R D flops), against the step's own GEMM flops
+ * (32.96 MFLOP per frame, counted as bench_step counts them). It answers "how far is NG-SGD's overhead from the floor set by
  * those products". Times are this thread's CPU time, best of the repeats.
  * Usage: bench_ngrad [fp32|bf16|all] [repeats] */
 #define _POSIX_C_SOURCE 200809L
@@ -72,7 +72,10 @@ int main(int argc, char **argv) {
   /* The speech network (data/nnet-speech.cfg): affine layers 440->1024, 3 x 1024->1024,
    * 1024->2000; Kaldi's ranks 20 (input side) and 80 (output side). */
   const int din[5] = {440, 1024, 1024, 1024, 1024}, dout[5] = {1024, 1024, 1024, 1024, 2000};
-  const double step_flop_per_frame = 32.96e6;
+  /* the step's GEMM flops per frame, as bench_step counts them: forward, weight gradient and
+   * input derivative (2 I O each) for every affine layer, no input derivative for the first */
+  double step_flop_per_frame = 0;
+  for (int l = 0; l < 5; l++) step_flop_per_frame += (l == 0 ? 4.0 : 6.0) * din[l] * dout[l];
   ngt_err se = {0};
   if (ngt_engine_setup(NGT_PREC_FP32, 1, &se)) ngt_die("%s", se.msg);
   printf("bench_ngrad: online NG preconditioner on the speech network's shapes, one thread, "
