@@ -180,6 +180,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void ngt_bf16_ro
 }
 
 static int g_has_avx512bf16 = -1;
+void ngt_bf16_set_generic(int on) { g_has_avx512bf16 = on ? 0 : -1; }
 int ngt_cpu_avx512bf16(void) {
   if (g_has_avx512bf16 < 0) {
     __builtin_cpu_init();
@@ -214,6 +215,259 @@ void ngt_bf16_to_f32(float *dst, int ldd, const uint16_t *src, int lds, int rows
       } v = {(uint32_t)src[(size_t)i * (size_t)lds + (size_t)j] << 16};
       dst[(size_t)i * (size_t)ldd + (size_t)j] = v.f;
     }
+}
+
+/* ------------------------------------------------------------------ low-rank update */
+
+void ngt_bf16_pack_pairs(uint16_t *Wp, const float *W, int ldw, int R, int D) {
+  const int K2 = (R + 1) / 2, Dp = ngt_bf16_pack_cols(D);
+  memset(Wp, 0, sizeof(uint16_t) * 2 * (size_t)K2 * (size_t)Dp);
+  for (int r = 0; r < R; r++) {
+    uint16_t *dst = Wp + (size_t)(r / 2) * (size_t)Dp * 2 + (size_t)(r % 2);
+    const float *src = W + (size_t)r * (size_t)ldw;
+    for (int j = 0; j < D; j++) dst[2 * (size_t)j] = f2bf(src[j]);
+  }
+}
+
+static inline float bf2f(uint16_t b) {
+  union {
+    uint32_t u;
+    float f;
+  } v = {(uint32_t)b << 16};
+  return v.f;
+}
+
+/* Rows n0 .. n0+7, columns j0 .. j0+31 (masks m0, m1 for a short last chunk): the eight
+ * accumulator pairs start from X and take K2 VDPBF16PS steps each; then Y = bf16(acc),
+ * v += c^T acc, and the squares are returned. Zero-padded W columns and masked-off X lanes
+ * keep unused lanes at 0, so they add nothing. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static float lowrank_rows8(
+    const float *X, int ldx, const uint16_t *Hn, int ldh, int K2, const uint16_t *Wp, int Dp,
+    int j0, __mmask16 m0, __mmask16 m1, uint16_t *Y, int ldy, const float *c, float *v) {
+  __m512 a[8][2];
+  for (int r = 0; r < 8; r++) { /* X is added at the end: its loads stay off the chains */
+    a[r][0] = _mm512_setzero_ps();
+    a[r][1] = _mm512_setzero_ps();
+    _mm_prefetch((const char *)(X + (size_t)r * (size_t)ldx + j0 + 32), _MM_HINT_T0);
+    _mm_prefetch((const char *)(X + (size_t)r * (size_t)ldx + j0 + 48), _MM_HINT_T0);
+  }
+  for (int k = 0; k < K2; k++) {
+    const uint16_t *wk = Wp + ((size_t)k * (size_t)Dp + (size_t)j0) * 2;
+    __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)wk);
+    __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(wk + 32));
+    for (int r = 0; r < 8; r++) {
+      uint32_t hp;
+      memcpy(&hp, Hn + (size_t)r * (size_t)ldh + 2 * (size_t)k, sizeof hp);
+      __m512bh h = (__m512bh)_mm512_set1_epi32((int)hp);
+      a[r][0] = _mm512_dpbf16_ps(a[r][0], h, w0);
+      a[r][1] = _mm512_dpbf16_ps(a[r][1], h, w1);
+    }
+  }
+  __m512 ss = _mm512_setzero_ps(), v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+  for (int r = 0; r < 8; r++) {
+    a[r][0] = _mm512_add_ps(a[r][0], _mm512_maskz_loadu_ps(m0, X + (size_t)r * (size_t)ldx + j0));
+    a[r][1] = _mm512_add_ps(a[r][1],
+                            _mm512_maskz_loadu_ps(m1, X + (size_t)r * (size_t)ldx + j0 + 16));
+    ss = _mm512_fmadd_ps(a[r][0], a[r][0], ss);
+    ss = _mm512_fmadd_ps(a[r][1], a[r][1], ss);
+    uint16_t *y = Y + (size_t)r * (size_t)ldy + j0;
+    _mm256_mask_storeu_epi16(y, m0, (__m256i)_mm512_cvtneps_pbh(a[r][0]));
+    _mm256_mask_storeu_epi16(y + 16, m1, (__m256i)_mm512_cvtneps_pbh(a[r][1]));
+    if (c) {
+      __m512 cr = _mm512_set1_ps(c[r]);
+      v0 = _mm512_fmadd_ps(a[r][0], cr, v0);
+      v1 = _mm512_fmadd_ps(a[r][1], cr, v1);
+    }
+  }
+  if (c) {
+    _mm512_mask_storeu_ps(v + j0, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, v + j0), v0));
+    _mm512_mask_storeu_ps(v + j0 + 16, m1,
+                          _mm512_add_ps(_mm512_maskz_loadu_ps(m1, v + j0 + 16), v1));
+  }
+  return _mm512_reduce_add_ps(ss);
+}
+
+/* The same for one row (the tail of N mod 8 rows). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static float lowrank_row1(
+    const float *x, const uint16_t *hn, int K2, const uint16_t *Wp, int Dp, int j0, __mmask16 m0,
+    __mmask16 m1, uint16_t *y, float c, float *v) {
+  __m512 a0 = _mm512_maskz_loadu_ps(m0, x + j0), a1 = _mm512_maskz_loadu_ps(m1, x + j0 + 16);
+  for (int k = 0; k < K2; k++) {
+    const uint16_t *wk = Wp + ((size_t)k * (size_t)Dp + (size_t)j0) * 2;
+    uint32_t hp;
+    memcpy(&hp, hn + 2 * (size_t)k, sizeof hp);
+    __m512bh h = (__m512bh)_mm512_set1_epi32((int)hp);
+    a0 = _mm512_dpbf16_ps(a0, h, (__m512bh)_mm512_loadu_si512((const void *)wk));
+    a1 = _mm512_dpbf16_ps(a1, h, (__m512bh)_mm512_loadu_si512((const void *)(wk + 32)));
+  }
+  _mm256_mask_storeu_epi16(y + j0, m0, (__m256i)_mm512_cvtneps_pbh(a0));
+  _mm256_mask_storeu_epi16(y + j0 + 16, m1, (__m256i)_mm512_cvtneps_pbh(a1));
+  if (v) {
+    __m512 cr = _mm512_set1_ps(c);
+    _mm512_mask_storeu_ps(v + j0, m0, _mm512_fmadd_ps(a0, cr, _mm512_maskz_loadu_ps(m0, v + j0)));
+    _mm512_mask_storeu_ps(v + j0 + 16, m1,
+                          _mm512_fmadd_ps(a1, cr, _mm512_maskz_loadu_ps(m1, v + j0 + 16)));
+  }
+  return _mm512_reduce_add_ps(_mm512_fmadd_ps(a1, a1, _mm512_mul_ps(a0, a0)));
+}
+
+double ngt_bf16_lowrank_update(int N, int D, const float *X, int ldx, const uint16_t *Hn, int ldh,
+                               int R, const uint16_t *Wp, uint16_t *Y, int ldy, const float *c,
+                               float *v) {
+  const int K2 = (R + 1) / 2, Dp = ngt_bf16_pack_cols(D), nchunks = Dp / 32;
+  double *part = ngt_xcalloc((size_t)(nchunks > 0 ? nchunks : 1), sizeof(double));
+  const int fast = ngt_cpu_avx512bf16();
+  int nthr = 1;
+#ifdef _OPENMP
+  if ((size_t)N * (size_t)D * (size_t)(K2 + 1) >= 65536) nthr = omp_get_max_threads();
+  if (nthr > nchunks) nthr = nchunks > 0 ? nchunks : 1;
+#endif
+    /* Each thread owns a contiguous range of 32-column chunks (and so its v[j]); within it,
+   * blocks of 8 rows, each across the range, so X and Y are read and written row by row and
+   * the range's packed W stays in cache. The squares are summed per chunk in row order, then
+   * in chunk order: the result does not depend on the thread count. */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nthr) if (nthr > 1)
+#endif
+  for (int t = 0; t < nthr; t++) {
+    const int q0 = (int)((long)nchunks * t / nthr), q1 = (int)((long)nchunks * (t + 1) / nthr);
+    if (fast) {
+      int n = 0;
+      for (; n < N; n += 8) {
+        for (int q = q0; q < q1; q++) {
+          const int j0 = 32 * q, nc = D - j0 < 32 ? D - j0 : 32;
+          __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xffffu : (1u << nc) - 1u);
+          __mmask16 m1 = (__mmask16)(nc >= 32 ? 0xffffu : nc > 16 ? (1u << (nc - 16)) - 1u : 0u);
+          if (n + 8 <= N) {
+            part[q] += (double)lowrank_rows8(X + (size_t)n * (size_t)ldx, ldx,
+                                             Hn + (size_t)n * (size_t)ldh, ldh, K2, Wp, Dp, j0, m0,
+                                             m1, Y + (size_t)n * (size_t)ldy, ldy,
+                                             c ? c + n : NULL, v);
+          } else {
+            for (int i = n; i < N; i++)
+              part[q] += (double)lowrank_row1(X + (size_t)i * (size_t)ldx,
+                                              Hn + (size_t)i * (size_t)ldh, K2, Wp, Dp, j0, m0, m1,
+                                              Y + (size_t)i * (size_t)ldy, c ? c[i] : 0.0f,
+                                              c ? v : NULL);
+          }
+        }
+      }
+    } else { /* the same arithmetic in scalar code: bf16 products, fp32 sums */
+      for (int i = 0; i < N; i++) {
+        const float *x = X + (size_t)i * (size_t)ldx;
+        const uint16_t *hn = Hn + (size_t)i * (size_t)ldh;
+        for (int q = q0; q < q1; q++) {
+          const int j0 = 32 * q, j1 = D - j0 < 32 ? D : j0 + 32;
+          float ss = 0.0f;
+          for (int j = j0; j < j1; j++) {
+            float a = x[j];
+            for (int k = 0; k < K2; k++) {
+              const uint16_t *w = Wp + ((size_t)k * (size_t)Dp + (size_t)j) * 2;
+              a += bf2f(hn[2 * k]) * bf2f(w[0]) + bf2f(hn[2 * k + 1]) * bf2f(w[1]);
+            }
+            Y[(size_t)i * (size_t)ldy + (size_t)j] = f2bf(a);
+            if (c) v[j] += c[i] * a;
+            ss += a * a;
+          }
+          part[q] += (double)ss;
+        }
+      }
+    }
+  }
+  double s = 0.0;
+  for (int q = 0; q < nchunks; q++) s += part[q];
+  free(part);
+  return s;
+}
+
+/* C[n][r] = sum_j A[n][j] B[r][j] (+ bias[r]) for 4 rows of A and 5 rows of B: both
+ * operands run along K in memory, the form VDPBF16PS takes (pairs of adjacent K values);
+ * 20 accumulators of 16 lanes (named, so they stay in registers), reduced at the end. */
+#define DOT_ROW(i)                                                                         \
+  {                                                                                        \
+    __m512bh a = (__m512bh)_mm512_maskz_loadu_epi16(m, A + (size_t)(i) * (size_t)lda + j); \
+    c##i##0 = _mm512_dpbf16_ps(c##i##0, a, b0);                                            \
+    c##i##1 = _mm512_dpbf16_ps(c##i##1, a, b1);                                            \
+    c##i##2 = _mm512_dpbf16_ps(c##i##2, a, b2);                                            \
+    c##i##3 = _mm512_dpbf16_ps(c##i##3, a, b3);                                            \
+    c##i##4 = _mm512_dpbf16_ps(c##i##4, a, b4);                                            \
+  }
+#define DOT_OUT(i)                                                   \
+  {                                                                  \
+    float *ci = C + (size_t)(i) * (size_t)ldc;                       \
+    ci[0] = _mm512_reduce_add_ps(c##i##0) + (bias ? bias[0] : 0.0f); \
+    ci[1] = _mm512_reduce_add_ps(c##i##1) + (bias ? bias[1] : 0.0f); \
+    ci[2] = _mm512_reduce_add_ps(c##i##2) + (bias ? bias[2] : 0.0f); \
+    ci[3] = _mm512_reduce_add_ps(c##i##3) + (bias ? bias[3] : 0.0f); \
+    ci[4] = _mm512_reduce_add_ps(c##i##4) + (bias ? bias[4] : 0.0f); \
+  }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void dot_tile_4x5(
+    int K, const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float *C,
+    int ldc) {
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c04 = c00;
+  __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00, c14 = c00;
+  __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c24 = c00;
+  __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00, c34 = c00;
+  for (int j = 0; j < K; j += 32) {
+    __mmask32 m = K - j >= 32 ? 0xffffffffu : (1u << (K - j)) - 1u;
+    __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi16(m, B + j);
+    __m512bh b1 = (__m512bh)_mm512_maskz_loadu_epi16(m, B + (size_t)ldb + j);
+    __m512bh b2 = (__m512bh)_mm512_maskz_loadu_epi16(m, B + 2 * (size_t)ldb + j);
+    __m512bh b3 = (__m512bh)_mm512_maskz_loadu_epi16(m, B + 3 * (size_t)ldb + j);
+    __m512bh b4 = (__m512bh)_mm512_maskz_loadu_epi16(m, B + 4 * (size_t)ldb + j);
+    DOT_ROW(0) DOT_ROW(1) DOT_ROW(2) DOT_ROW(3)
+  }
+  DOT_OUT(0) DOT_OUT(1) DOT_OUT(2) DOT_OUT(3)
+}
+#undef DOT_ROW
+#undef DOT_OUT
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void dot_tile_1x1(
+    int K, const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float *C,
+    int ldc) {
+  (void)lda;
+  (void)ldb;
+  (void)ldc;
+  __m512 c = _mm512_setzero_ps();
+  for (int j = 0; j < K; j += 32) {
+    __mmask32 m = K - j >= 32 ? 0xffffffffu : (1u << (K - j)) - 1u;
+    c = _mm512_dpbf16_ps(c, (__m512bh)_mm512_maskz_loadu_epi16(m, A + j),
+                         (__m512bh)_mm512_maskz_loadu_epi16(m, B + j));
+  }
+  C[0] = _mm512_reduce_add_ps(c) + (bias ? bias[0] : 0.0f);
+}
+
+void ngt_bf16_gemm_thin(int N, int R, int K, const uint16_t *A, int lda, const uint16_t *B,
+                        int ldb, const float *bias, float *C, int ldc) {
+  if (!ngt_cpu_avx512bf16()) { /* the same products in scalar code */
+    for (int n = 0; n < N; n++)
+      for (int r = 0; r < R; r++) {
+        float s = 0.0f;
+        for (int j = 0; j < K; j++)
+          s += bf2f(A[(size_t)n * (size_t)lda + j]) * bf2f(B[(size_t)r * (size_t)ldb + j]);
+        C[(size_t)n * (size_t)ldc + r] = s + (bias ? bias[r] : 0.0f);
+      }
+    return;
+  }
+  const int N4 = N / 4 * 4, R5 = R / 5 * 5;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((size_t)N * (size_t)R * (size_t)K >= 262144)
+#endif
+  for (int n = 0; n < N4; n += 4) {
+    const uint16_t *a = A + (size_t)n * (size_t)lda;
+    float *c = C + (size_t)n * (size_t)ldc;
+    for (int r = 0; r < R5; r += 5)
+      dot_tile_4x5(K, a, lda, B + (size_t)r * (size_t)ldb, ldb, bias ? bias + r : NULL, c + r,
+                   ldc);
+    for (int i = 0; i < 4; i++)
+      for (int r = R5; r < R; r++)
+        dot_tile_1x1(K, a + (size_t)i * (size_t)lda, lda, B + (size_t)r * (size_t)ldb, ldb,
+                     bias ? bias + r : NULL, c + (size_t)i * (size_t)ldc + r, ldc);
+  }
+  for (int n = N4; n < N; n++)
+    for (int r = 0; r < R; r++)
+      dot_tile_1x1(K, A + (size_t)n * (size_t)lda, lda, B + (size_t)r * (size_t)ldb, ldb,
+                   bias ? bias + r : NULL, C + (size_t)n * (size_t)ldc + r, ldc);
 }
 
 /* ------------------------------------------------------------------ oneDNN matmul */

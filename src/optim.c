@@ -235,6 +235,33 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net,
       ngt_gemm(1, 0, 1.0f, G, X, 0.0f, dW);
     cblas_sgemv(CblasRowMajor, CblasTrans, N, O, 1.0f, G.data, G.stride, opt->ones, 1, 0.0f, db,
                 1);
+  } else if (bf16 && L->precond == NGT_PRECOND_ONLINE) {
+    /* Fused (docs/algorithm.md §3.5): no copies of X and G; Ĝ's pass also sums the bias
+     * gradient Ĝᵀ x̂_I, and γ scales Δ in the norm pass below. */
+    if (!opt->xbf) {
+      opt->xbf = ngt_xmalloc(sizeof(uint16_t) * (size_t)opt->max_rows * (size_t)opt->maxI);
+      opt->gbf = ngt_xmalloc(sizeof(uint16_t) * (size_t)opt->max_rows * (size_t)opt->maxO);
+    }
+    float gin = 1.0f, gout = 1.0f, *xlast = opt->xt.data; /* N floats of scratch */
+    ngt_ngrad_bf16_io in = {.X = X,
+                            .Xb = ws->in_bf[L->comp],
+                            .ldxb = I,
+                            .ones = 1,
+                            .out = opt->xbf,
+                            .ldo = I,
+                            .last = xlast};
+    ngt_ngrad_precondition_bf16(&L->in, &in, &gin);
+    memset(db, 0, sizeof(float) * (size_t)O);
+    ngt_ngrad_bf16_io out = {.X = G,
+                             .Xb = ws->d_bf[L->comp],
+                             .ldxb = O,
+                             .out = opt->gbf,
+                             .ldo = O,
+                             .c = xlast,
+                             .v = db};
+    ngt_ngrad_precondition_bf16(&L->out, &out, &gout);
+    ngt_gemm_bf16(1, 0, O, I, N, opt->gbf, O, opt->xbf, I, NULL, dW.data, I);
+    return ngt_vec_scale_norm2(opt->delta + cp->w_off, (size_t)O * (size_t)(I + 1), gin * gout);
   } else {
     ngt_mat Xt = ngt_mat_view(opt->xt.data, N, I + 1, I + 1); /* [X, 1] */
     for (int n = 0; n < N; n++) {

@@ -283,6 +283,190 @@ START_TEST(test_cross_precision_eval) {
 }
 END_TEST
 
+/* The NG preconditioner's two bf16 kernels against a double reference on the same bf16
+ * operands, on awkward shapes (rows not a multiple of 8 or 4, columns not of 32, odd rank),
+ * in the AVX-512 BF16 code (where the CPU has it) and the scalar code: fp32 accumulation of
+ * K products, so |error| <= 1e-5 * sum |terms| (+ the output's own bf16 rounding, 2^-8). */
+START_TEST(test_bf16_lowrank_kernels) {
+  const int shapes[][3] = {{13, 45, 7}, {16, 64, 20}, {37, 1000, 80}, {1, 5, 1}, {9, 33, 2}};
+  for (int generic = 0; generic < 2; generic++) {
+    if (!generic && !ngt_cpu_avx512bf16()) {
+      printf("test_bf16_lowrank_kernels: AVX-512 BF16 code SKIPPED: CPU lacks avx512_bf16\n");
+      continue;
+    }
+    ngt_bf16_set_generic(generic);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+      const int N = shapes[s][0], D = shapes[s][1], R = shapes[s][2], Rp = R + (R & 1);
+      const int ldx = D + 3, ldy = D + 1;
+      float *X = malloc(sizeof(float) * (size_t)N * ldx), *W = malloc(sizeof(float) * R * D);
+      float *H = malloc(sizeof(float) * (size_t)N * R), *c = malloc(sizeof(float) * N);
+      float *v = calloc((size_t)D, sizeof(float)), *Hc = malloc(sizeof(float) * (size_t)N * R);
+      float *bias = malloc(sizeof(float) * R);
+      uint16_t *Hn = calloc((size_t)N * Rp, sizeof(uint16_t)), *Y = malloc(2 * (size_t)N * ldy);
+      uint16_t *Wp = malloc(2 * 2 * (size_t)((R + 1) / 2) * (size_t)ngt_bf16_pack_cols(D));
+      uint16_t *Xb = malloc(2 * (size_t)N * ldx), *Wb = malloc(2 * (size_t)R * D);
+      fill_normal(X, (size_t)N * ldx, 7 + s, 1.0);
+      fill_normal(W, (size_t)R * D, 8 + s, 0.3);
+      fill_normal(H, (size_t)N * R, 9 + s, 1.0);
+      fill_normal(c, (size_t)N, 10 + s, 1.0);
+      fill_normal(bias, (size_t)R, 11 + s, 1.0);
+      ngt_bf16_from_f32(Hn, Rp, H, R, N, R, -1.0f);
+      ngt_bf16_pack_pairs(Wp, W, D, R, D);
+      double ss = ngt_bf16_lowrank_update(N, D, X, ldx, Hn, Rp, R, Wp, Y, ldy, c, v);
+      double ss_ref = 0.0, ss_mag = 0.0;
+      double *col = calloc((size_t)D, sizeof(double)), *colmag = calloc((size_t)D, sizeof(double));
+      for (int n = 0; n < N; n++)
+        for (int j = 0; j < D; j++) {
+          double a = X[(size_t)n * ldx + j], mag = fabs(a);
+          for (int r = 0; r < R; r++) {
+            double t = (double)ngt_bf16_round(-H[(size_t)n * R + r]) *
+                       ngt_bf16_round(W[(size_t)r * D + j]);
+            a += t;
+            mag += fabs(t);
+          }
+          float y;
+          uint32_t u = (uint32_t)Y[(size_t)n * ldy + j] << 16;
+          memcpy(&y, &u, sizeof y);
+          ck_assert_msg(fabs(y - a) <= 1e-5 * mag + 0x1.0p-8 * fabs(a) + 1e-30,
+                        "generic %d shape %zu: Y[%d][%d] = %g, reference %g", generic, s, n, j,
+                        (double)y, a);
+          ss_ref += a * a;
+          ss_mag += mag * mag;
+          col[j] += c[n] * a;
+          colmag[j] += fabs(c[n]) * mag;
+        }
+      ck_assert_msg(fabs(ss - ss_ref) <= 1e-5 * ss_mag, "generic %d shape %zu: %g vs %g", generic,
+                    s, ss, ss_ref);
+      for (int j = 0; j < D; j++)
+        ck_assert_msg(fabs(v[j] - col[j]) <= 1e-5 * colmag[j] + 1e-30,
+                      "generic %d shape %zu: v[%d] = %g, reference %g", generic, s, j,
+                      (double)v[j], col[j]);
+      /* H = X W^T + bias from the bf16 copies */
+      ngt_bf16_from_f32(Xb, ldx, X, ldx, N, D, 1.0f);
+      ngt_bf16_from_f32(Wb, D, W, D, R, D, 1.0f);
+      ngt_bf16_gemm_thin(N, R, D, Xb, ldx, Wb, D, bias, Hc, R);
+      for (int n = 0; n < N; n++)
+        for (int r = 0; r < R; r++) {
+          double a = bias[r], mag = fabs(bias[r]);
+          for (int j = 0; j < D; j++) {
+            double t = (double)ngt_bf16_round(X[(size_t)n * ldx + j]) *
+                       ngt_bf16_round(W[(size_t)r * D + j]);
+            a += t;
+            mag += fabs(t);
+          }
+          ck_assert_msg(fabs(Hc[(size_t)n * R + r] - a) <= 1e-5 * mag,
+                        "generic %d shape %zu: H[%d][%d] = %g, reference %g", generic, s, n, r,
+                        (double)Hc[(size_t)n * R + r], a);
+        }
+      free(X), free(W), free(H), free(c), free(v), free(Hc), free(bias), free(Hn), free(Y);
+      free(Wp), free(Xb), free(Wb), free(col), free(colmag);
+    }
+  }
+  ngt_bf16_set_generic(0);
+}
+END_TEST
+
+/* The optimiser's fused bf16 call (ngt_ngrad_precondition_bf16: rows [x, 1] read from X and
+ * its bf16 copy, X not modified) against the fp32 preconditioner on a copy of [X, 1]: the
+ * same tolerances as the bf16 mode above (estimates within 1 %, X^ within 2^-6 of ||X||,
+ * γ within 2 %), and the bias-gradient sum c^T X^ of an output-side call against the fp32
+ * X^. Odd rank and row counts exercise the kernels' tails; both code paths where possible. */
+START_TEST(test_ngrad_fused_matches_fp32) {
+  if (!bf16_or_skip("test_ngrad_fused_matches_fp32")) return;
+  for (int generic = 0; generic < 2; generic++) {
+    ngt_bf16_set_generic(generic);
+    const int N = 61, Dx = 150, D = Dx + 1;
+    ngt_ngrad_opts o = ngt_ngrad_opts_default();
+    o.rank = 15;
+    ngt_err e = {0};
+    ngt_ngrad a, b, g;
+    ck_assert_int_eq(ngt_ngrad_init(&a, D, &o, &e), 0);
+    ck_assert_int_eq(ngt_ngrad_init(&b, D, &o, &e), 0);
+    ck_assert_int_eq(ngt_ngrad_init(&g, Dx, &o, &e), 0);
+    b.bf16 = g.bf16 = 1;
+    ngt_mat X = ngt_mat_alloc(N, Dx), Xt = ngt_mat_alloc(N, D), X0 = ngt_mat_alloc(N, Dx);
+    uint16_t *Xb = malloc(2 * (size_t)N * Dx), *Y = malloc(2 * (size_t)N * Dx);
+    uint16_t *Yg = malloc(2 * (size_t)N * Dx);
+    float *last = malloc(sizeof(float) * N), *v = malloc(sizeof(float) * Dx), ones[61];
+    float *basis = malloc(sizeof(float) * 6 * Dx), coef[6];
+    fill_normal(basis, (size_t)6 * Dx, 43, 1.0);
+    for (int n = 0; n < N; n++) ones[n] = 1.0f;
+    double worst = 0;
+    for (int t = 0; t < 30; t++) {
+      fill_normal(X.data, (size_t)N * Dx, 200 + (uint64_t)t, 0.3);
+      for (int n = 0; n < N; n++) {
+        fill_normal(coef, 6, 2000 + (uint64_t)(t * N + n), 3.0);
+        for (int k = 0; k < 6; k++)
+          for (int j = 0; j < Dx; j++) NGT_AT(X, n, j) += coef[k] * basis[k * Dx + j];
+        memcpy(&NGT_AT(Xt, n, 0), &NGT_AT(X, n, 0), sizeof(float) * Dx);
+        NGT_AT(Xt, n, Dx) = 1.0f;
+      }
+      ngt_mat_copy(X0, X);
+      ngt_bf16_from_f32(Xb, Dx, X.data, X.stride, N, Dx, 1.0f);
+      float ga = 0, gb = 0, gg = 0;
+      ngt_ngrad_precondition(&a, Xt, &ga);
+      ngt_ngrad_bf16_io io = {
+          .X = X, .Xb = Xb, .ldxb = Dx, .ones = 1, .out = Y, .ldo = Dx, .last = last};
+      ngt_ngrad_precondition_bf16(&b, &io, &gb);
+      /* an output-side call on the same rows, summing c^T X^ with c = ones */
+      memset(v, 0, sizeof(float) * Dx);
+      ngt_ngrad_bf16_io og = {
+          .X = X, .Xb = Xb, .ldxb = Dx, .out = Yg, .ldo = Dx, .c = ones, .v = v};
+      ngt_ngrad_precondition_bf16(&g, &og, &gg);
+      for (size_t i = 0; i < (size_t)N * Dx; i++) ck_assert(X.data[i] == X0.data[i]);
+      ck_assert_msg(fabs(a.rho - b.rho) <= 0.01 * a.rho, "generic %d call %d: rho %g vs %g",
+                    generic, t, a.rho, b.rho);
+      double sda = 0, sdb = 0;
+      for (int i = 0; i < a.R; i++) sda += a.d[i], sdb += b.d[i];
+      ck_assert_msg(fabs(sda - sdb) <= 0.01 * sda, "call %d: sum d %g vs %g", t, sda, sdb);
+      double dd = 0, xx = 0, yz = 0, yy = 0, zz = 0;
+      for (int n = 0; n < N; n++)
+        for (int j = 0; j <= Dx; j++) {
+          double ya = NGT_AT(Xt, n, j), yb;
+          if (j < Dx) {
+            float f;
+            uint32_t u = (uint32_t)Y[(size_t)n * Dx + j] << 16;
+            memcpy(&f, &u, sizeof f);
+            yb = f;
+          } else {
+            yb = last[n];
+          }
+          double x = j < Dx ? NGT_AT(X, n, j) : 1.0;
+          dd += (ya - yb) * (ya - yb);
+          xx += x * x;
+          yz += ya * yb, yy += ya * ya, zz += yb * yb;
+        }
+      ck_assert_msg(yz / sqrt(yy * zz) >= 0.999, "call %d: cosine %g", t, yz / sqrt(yy * zz));
+      ck_assert_msg(sqrt(dd / xx) <= 0x1.0p-6, "call %d: difference %g of ||X||", t,
+                    sqrt(dd / xx));
+      ck_assert_msg(fabsf(ga - gb) <= 0.02f * ga, "call %d: gamma %g vs %g", t, ga, gb);
+      if (sqrt(dd / xx) > worst) worst = sqrt(dd / xx);
+      /* c^T X^ of the output-side call = the column sums of its own bf16-free X^: compare
+       * with the sums of its rounded output (rounding 2^-8 per term, random signs) */
+      for (int j = 0; j < Dx; j++) {
+        double s = 0, mag = 0;
+        for (int n = 0; n < N; n++) {
+          float f;
+          uint32_t u = (uint32_t)Yg[(size_t)n * Dx + j] << 16;
+          memcpy(&f, &u, sizeof f);
+          s += f;
+          mag += fabs(f);
+        }
+        ck_assert_msg(fabs(v[j] - s) <= 0x1.0p-7 * mag + 1e-6, "call %d: v[%d] %g vs %g", t, j,
+                      (double)v[j], s);
+      }
+    }
+    ck_assert(a.stats.num_updates == b.stats.num_updates && b.stats.num_updates > 10);
+    printf("ngrad fused bf16 (%s code) vs fp32: X^ within %.2g of ||X||\n",
+           generic ? "scalar" : "AVX-512 BF16", worst);
+    free(basis), free(Xb), free(Y), free(Yg), free(last), free(v);
+    ngt_mat_free(&X), ngt_mat_free(&Xt), ngt_mat_free(&X0);
+    ngt_ngrad_deinit(&a), ngt_ngrad_deinit(&b), ngt_ngrad_deinit(&g);
+  }
+  ngt_bf16_set_generic(0);
+}
+END_TEST
+
 START_TEST(test_ngrad_bf16_matches_fp32) {
   if (!bf16_or_skip("test_ngrad_bf16_matches_fp32")) return;
   const int N = 128, D = 300;
@@ -374,6 +558,8 @@ int main(void) {
   tcase_add_test(tc, test_bf16_deterministic_and_cached);
   tcase_add_test(tc, test_cross_precision_eval);
   tcase_add_test(tc, test_ngrad_bf16_matches_fp32);
+  tcase_add_test(tc, test_bf16_lowrank_kernels);
+  tcase_add_test(tc, test_ngrad_fused_matches_fp32);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

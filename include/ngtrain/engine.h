@@ -70,7 +70,32 @@ void ngt_bf16_from_f32(uint16_t *dst, int ldd, const float *src, int lds, int ro
 /* One row, AVX-512 BF16 instructions: call only where ngt_cpu_avx512bf16(). */
 void ngt_bf16_row_avx512(uint16_t *d, const float *s, int n, float scale);
 int ngt_cpu_avx512bf16(void);
+/* Tests: on = 1 makes the bf16 helpers above and below take their scalar code even where
+ * the CPU has avx512_bf16 (ngt_cpu_avx512bf16() returns 0); on = 0 detects again. */
+void ngt_bf16_set_generic(int on);
 void ngt_bf16_to_f32(float *dst, int ldd, const uint16_t *src, int lds, int rows, int cols);
+
+/* The low-rank update of the NG preconditioner's bf16 path (docs/algorithm.md §3.5), fused:
+ *   Y = bf16(X + Hn W)   (N x D; Hn N x R bf16, W R x D),
+ * with fp32 accumulation of the bf16 products (VDPBF16PS where the CPU has it, the same
+ * arithmetic in scalar code otherwise), also v[j] += sum_n c[n] (X + Hn W)[n][j] if c is
+ * non-NULL, and returns the sum of squares of X + Hn W (before rounding) in double. One
+ * pass over X; X is not modified. W is given packed by ngt_bf16_pack_pairs; rows of Hn
+ * hold R values padded with a zero to an even count (ldh >= R rounded up to even, even).
+ * Deterministic for any thread count (columns are split among OpenMP threads). */
+double ngt_bf16_lowrank_update(int N, int D, const float *X, int ldx, const uint16_t *Hn, int ldh,
+                               int R, const uint16_t *Wp, uint16_t *Y, int ldy, const float *c,
+                               float *v);
+/* C (N x R, fp32, ldc) = A B^T (+ bias[r]) for bf16 A (N x K, lda) and B (R x K, ldb) with
+ * few rows R (the NG preconditioner's H = X W^T, R = 20..80): both operands are read along
+ * K, as VDPBF16PS takes them; fp32 accumulation (scalar code without avx512_bf16). */
+void ngt_bf16_gemm_thin(int N, int R, int K, const uint16_t *A, int lda, const uint16_t *B,
+                        int ldb, const float *bias, float *C, int ldc);
+/* W (R x D fp32, ldw) packed for it: pairs of rows interleaved (rows 2k and 2k+1 of column
+ * j at Wp[2 (k Dp + j)] and the next element), columns zero-padded to Dp =
+ * ngt_bf16_pack_cols(D), an odd R padded with a zero row: 2 ceil(R/2) Dp values. */
+void ngt_bf16_pack_pairs(uint16_t *Wp, const float *W, int ldw, int R, int D);
+static inline int ngt_bf16_pack_cols(int D) { return (D + 31) / 32 * 32; }
 static inline float ngt_bf16_round(float x) {
   union {
     float f;

@@ -85,6 +85,25 @@ void ngt_ngrad_deinit(ngt_ngrad *p); /* NULL-tolerant */
  * by γ); *gamma receives γ_t. N >= 1; an all-zero X gives γ = 1 and no NaN. */
 void ngt_ngrad_precondition(ngt_ngrad *p, ngt_mat X, float *gamma);
 
+/* The bf16 engine's form of the same call (docs/algorithm.md §3.5), fused: the rows are X
+ * (ones = 0, D = X.cols) or [X, 1] (ones = 1, D = X.cols + 1); X is read, not modified. H =
+ * [X, 1] W^T takes Xb, the caller's bf16 copy of X (the one its forward or backward GEMM used);
+ * one pass over X then writes out = bf16(X^[:, :X.cols]), last = X^[:, X.cols] (fp32, ones
+ * only), v[j] += sum_n c[n] X^[n][j] if c is non-NULL (the bias gradient, with c = the other
+ * side's last), and gives γ. X^ is NOT scaled by γ. The estimate's statistics are those of
+ * ngt_ngrad_precondition in bf16 mode (§3.5); bf16 must be available (engine.h). */
+typedef struct ngt_ngrad_bf16_io {
+  ngt_mat X;          /* N x Dx, fp32 */
+  const uint16_t *Xb; /* bf16(X), leading dimension ldxb */
+  int ldxb;
+  int ones;      /* 1: the rows are [x, 1] */
+  uint16_t *out; /* N x Dx, leading dimension ldo */
+  int ldo;
+  float *last;    /* N, when ones */
+  const float *c; /* N, or NULL */
+  float *v;       /* Dx, accumulated into when c */
+} ngt_ngrad_bf16_io;
+void ngt_ngrad_precondition_bf16(ngt_ngrad *p, const ngt_ngrad_bf16_io *io, float *gamma);
 /* Forget the estimate: the next call initialises from its minibatch (t = 0). */
 void ngt_ngrad_reset(ngt_ngrad *p);
 void ngt_ngrad_freeze(ngt_ngrad *p, int frozen);

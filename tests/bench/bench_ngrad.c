@@ -30,9 +30,13 @@ typedef struct {
   double update, other; /* best seconds */
 } call_cost;
 
-/* Best times of updating and other calls on an N x D minibatch with rank R. The data has a
- * few strong directions, as activations do, so the estimate is not trivial. */
-static call_cost measure(int N, int D, int R, int bf16, int repeats) {
+/* Best times of updating and other calls on N rows with rank R: rows of D values (fp32:
+ * ngt_ngrad_precondition, on a copy of the data as the optimiser makes), or in bf16 the
+ * fused call as the optimiser makes it (rows [x, 1] with x of D - 1 values on the input
+ * side, `ones`; its bf16 copy made once, as forward/backward make it; the bias-gradient
+ * sum on the output side). The data has a few strong directions, as activations do, so
+ * the estimate is not trivial. */
+static call_cost measure(int N, int D, int R, int bf16, int ones, int repeats) {
   ngt_ngrad_opts o = ngt_ngrad_opts_default();
   o.rank = R;
   ngt_ngrad p;
@@ -41,19 +45,37 @@ static call_cost measure(int N, int D, int R, int bf16, int repeats) {
     ngt_die("%s", err.msg);
   }
   p.bf16 = bf16;
+  const int Dx = bf16 && ones ? D - 1 : D;
   size_t n = (size_t)N * (size_t)D;
   float *X0 = malloc(sizeof(float) * n), *X = malloc(sizeof(float) * n);
+  float *last = malloc(sizeof(float) * (size_t)N), *v = calloc((size_t)D, sizeof(float));
+  uint16_t *Xb = malloc(sizeof(uint16_t) * n), *Y = malloc(sizeof(uint16_t) * n);
   ngt_rng r = ngt_rng_make(1, 0);
   for (size_t i = 0; i < n; i++)
     X0[i] = (float)ngt_rng_normal(&r) * ((int)(i % (size_t)D) < 20 ? 6.0f : 1.0f);
+  for (int i = 0; i < N; i++) last[i] = 1.0f;
+  if (bf16) ngt_bf16_from_f32(Xb, Dx, X0, Dx, N, Dx, 1.0f);
+  ngt_ngrad_bf16_io io = {.X = ngt_mat_view(X0, N, Dx, Dx),
+                          .Xb = Xb,
+                          .ldxb = Dx,
+                          .ones = ones,
+                          .out = Y,
+                          .ldo = Dx,
+                          .last = ones ? last : NULL,
+                          .c = ones ? NULL : last,
+                          .v = ones ? NULL : v};
   call_cost c = {1e30, 1e30};
   int calls = 16 + 8 * repeats; /* past the 10 initial updates, then 1 update in 4 */
   for (int it = 0; it < calls; it++) {
-    memcpy(X, X0, sizeof(float) * n);
     int updating = p.t <= 10 || (p.t - 10) % o.update_period == 0;
     float gamma;
     double t0 = cpu_now();
-    ngt_ngrad_precondition(&p, ngt_mat_view(X, N, D, D), &gamma);
+    if (bf16) {
+      ngt_ngrad_precondition_bf16(&p, &io, &gamma);
+    } else {
+      memcpy(X, X0, sizeof(float) * n);
+      ngt_ngrad_precondition(&p, ngt_mat_view(X, N, D, D), &gamma);
+    }
     double t = cpu_now() - t0;
     if (it < 16) continue;
     if (updating && t < c.update) c.update = t;
@@ -61,6 +83,10 @@ static call_cost measure(int N, int D, int R, int bf16, int repeats) {
   }
   free(X0);
   free(X);
+  free(last);
+  free(v);
+  free(Xb);
+  free(Y);
   ngt_ngrad_deinit(&p);
   return c;
 }
@@ -95,8 +121,8 @@ int main(int argc, char **argv) {
       printf("%s, minibatch %d:\n", bf16 ? "bf16" : "fp32", N);
       for (int l = 0; l < 5; l++)
         for (int side = 0; side < 2; side++) {
-          int D = side == 0 ? din[l] : dout[l], R = side == 0 ? 20 : 80;
-          call_cost c = measure(N, D, R, bf16, repeats);
+          int D = side == 0 ? din[l] + 1 : dout[l], R = side == 0 ? 20 : 80;
+          call_cost c = measure(N, D, R, bf16, side == 0, repeats);
           upd += c.update;
           oth += c.other;
           thin_flop += 4.0 * N * R * D;
