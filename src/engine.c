@@ -319,7 +319,8 @@ double ngt_bf16_lowrank_update(int N, int D, const float *X, int ldx, const uint
   const int fast = ngt_cpu_avx512bf16();
   int nthr = 1;
 #ifdef _OPENMP
-  if ((size_t)N * (size_t)D * (size_t)(K2 + 1) >= 65536) nthr = omp_get_max_threads();
+  if ((size_t)N * (size_t)D * (size_t)(K2 + 1) >= 65536 && !omp_in_parallel())
+    nthr = omp_get_max_threads();
   if (nthr > nchunks) nthr = nchunks > 0 ? nchunks : 1;
 #endif
     /* Each thread owns a contiguous range of 32-column chunks (and so its v[j]); within it,
@@ -451,7 +452,8 @@ void ngt_bf16_gemm_thin(int N, int R, int K, const uint16_t *A, int lda, const u
   }
   const int N4 = N / 4 * 4, R5 = R / 5 * 5;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((size_t)N * (size_t)R * (size_t)K >= 262144)
+#pragma omp parallel for schedule(static) if ((size_t)N * (size_t)R * (size_t)K >= 262144 && \
+                                              !omp_in_parallel())
 #endif
   for (int n = 0; n < N4; n += 4) {
     const uint16_t *a = A + (size_t)n * (size_t)lda;
@@ -474,28 +476,57 @@ void ngt_bf16_gemm_thin(int N, int R, int K, const uint16_t *A, int lda, const u
 
 #ifdef NGT_HAVE_DNNL
 typedef struct prim_entry {
-  int m, n, k, ta, tb, lda, ldb, ldc, bias, acc;
+  int m, n, k, ta, tb, lda, ldb, ldc, bias, acc, nthr, tid;
   dnnl_primitive_t prim;
   dnnl_memory_t src, wei, bia, dst;
+  dnnl_stream_t stream; /* tid >= 0 only: the entry's own */
 } prim_entry;
 
+/* The primitive cache. Called inside an OpenMP parallel region (the optimiser runs its
+ * layers' NG calls in parallel with --num-threads > 1) each thread gets its own entries
+ * (the memory objects carry the data pointers of one call) and stream, with primitives
+ * planned for one thread; the cache itself is guarded by a critical section, and entries
+ * never move (an array of pointers). */
 static dnnl_engine_t g_eng;
 static dnnl_stream_t g_stream;
-static prim_entry *g_cache;
+static prim_entry **g_cache;
 static int g_ncache, g_capcache;
 
 static void dnnl_check(dnnl_status_t s, const char *what) {
   if (s != dnnl_success) ngt_die("oneDNN: %s failed (status %d)", what, (int)s);
 }
 
+static prim_entry *create_prim(int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc,
+                               int bias, int acc, int nthr, int tid);
+
 static prim_entry *get_prim(int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc,
                             int bias, int acc) {
-  for (int i = 0; i < g_ncache; i++) {
-    prim_entry *e = &g_cache[i];
-    if (e->m == m && e->n == n && e->k == k && e->ta == ta && e->tb == tb && e->lda == lda &&
-        e->ldb == ldb && e->ldc == ldc && e->bias == bias && e->acc == acc)
-      return e;
+  int tid = -1, nthr = ngt_omp_threads();
+#ifdef _OPENMP
+  if (omp_in_parallel()) {
+    tid = omp_get_thread_num();
+    nthr = 1;
   }
+#endif
+  prim_entry *found = NULL;
+#ifdef _OPENMP
+#pragma omp critical(ngt_engine_cache)
+#endif
+  {
+    for (int i = 0; i < g_ncache && !found; i++) {
+      prim_entry *e = g_cache[i];
+      if (e->m == m && e->n == n && e->k == k && e->ta == ta && e->tb == tb && e->lda == lda &&
+          e->ldb == ldb && e->ldc == ldc && e->bias == bias && e->acc == acc && e->nthr == nthr &&
+          e->tid == tid)
+        found = e;
+    }
+    if (!found) found = create_prim(ta, tb, m, n, k, lda, ldb, ldc, bias, acc, nthr, tid);
+  }
+  return found;
+}
+
+static prim_entry *create_prim(int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc,
+                               int bias, int acc, int nthr, int tid) {
   if (!g_eng) {
     dnnl_check(dnnl_engine_create(&g_eng, dnnl_cpu, 0), "engine create");
     dnnl_check(dnnl_stream_create(&g_stream, g_eng, dnnl_stream_default_flags), "stream create");
@@ -505,8 +536,8 @@ static prim_entry *get_prim(int ta, int tb, int m, int n, int k, int lda, int ld
     g_cache = realloc(g_cache, sizeof *g_cache * (size_t)g_capcache);
     if (!g_cache) ngt_die("out of memory");
   }
-  prim_entry *e = &g_cache[g_ncache];
-  memset(e, 0, sizeof *e);
+  prim_entry *e = ngt_xcalloc(1, sizeof *e);
+  g_cache[g_ncache] = e;
   e->m = m;
   e->n = n;
   e->k = k;
@@ -517,6 +548,10 @@ static prim_entry *get_prim(int ta, int tb, int m, int n, int k, int lda, int ld
   e->ldc = ldc;
   e->bias = bias;
   e->acc = acc;
+  e->nthr = nthr; /* oneDNN plans a primitive for the threads it will have */
+  e->tid = tid;
+  if (tid >= 0)
+    dnnl_check(dnnl_stream_create(&e->stream, g_eng, dnnl_stream_default_flags), "stream create");
   dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
   dnnl_dims_t ad = {m, k}, as = {ta ? 1 : lda, ta ? lda : 1};
   dnnl_dims_t bd = {k, n}, bs = {tb ? 1 : ldb, tb ? ldb : 1};
@@ -596,8 +631,9 @@ void ngt_gemm_bf16_beta(int ta, int tb, int m, int n, int k, const uint16_t *A, 
                              {DNNL_ARG_DST, e->dst},
                              {DNNL_ARG_BIAS, e->bia}};
   if (bias) dnnl_memory_set_data_handle(e->bia, (void *)bias);
-  dnnl_check(dnnl_primitive_execute(e->prim, g_stream, bias ? 4 : 3, args), "matmul execute");
-  dnnl_check(dnnl_stream_wait(g_stream), "stream wait");
+  dnnl_stream_t st = e->tid >= 0 ? e->stream : g_stream;
+  dnnl_check(dnnl_primitive_execute(e->prim, st, bias ? 4 : 3, args), "matmul execute");
+  dnnl_check(dnnl_stream_wait(st), "stream wait");
 #else
   (void)ta;
   (void)tb;

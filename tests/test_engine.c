@@ -250,6 +250,41 @@ START_TEST(test_bf16_deterministic_and_cached) {
 }
 END_TEST
 
+/* --num-threads=2 in bf16 (the optimiser runs its layers' NG calls and gradient GEMMs on the
+ * threads at once; docs/design.md): two runs are bit-identical, and they stay close to the
+ * one-thread run (the GEMMs' summation order differs with the thread count). Plain and NG. */
+START_TEST(test_bf16_threads) {
+  if (!bf16_or_skip("test_bf16_threads")) return;
+  ngt_err e = {0};
+  for (int ng = 0; ng < 2; ng++) {
+    run a = run_new(NGT_PREC_BF16, ng, 64), b = run_new(NGT_PREC_BF16, ng, 64);
+    run c = run_new(NGT_PREC_BF16, ng, 64);
+    float *p0 = malloc(sizeof(float) * a.net->num_params);
+    memcpy(p0, a.net->params, sizeof(float) * a.net->num_params);
+    ck_assert_int_eq(ngt_engine_setup(NGT_PREC_BF16, 2, &e), 0);
+    train_steps(&a, 16, 21);
+    train_steps(&b, 16, 21);
+    ck_assert_int_eq(ngt_engine_setup(NGT_PREC_BF16, 1, &e), 0);
+    train_steps(&c, 16, 21);
+    ck_assert(memcmp(a.net->params, b.net->params, sizeof(float) * a.net->num_params) == 0);
+    double dot = 0, na = 0, nc = 0;
+    for (size_t i = 0; i < a.net->num_params; i++) {
+      double da = (double)a.net->params[i] - p0[i], dc = (double)c.net->params[i] - p0[i];
+      dot += da * dc;
+      na += da * da;
+      nc += dc * dc;
+    }
+    ck_assert_msg(na > 0 && dot / sqrt(na * nc) >= 0.99,
+                  "NG=%d: cosine of the 2-thread and 1-thread changes %g", ng,
+                  dot / sqrt(na * nc));
+    free(p0);
+    run_free(&a);
+    run_free(&b);
+    run_free(&c);
+  }
+}
+END_TEST
+
 /* Train in one precision, evaluate in the other. */
 static double eval_obj(const ngt_nnet *net, int prec) {
   ngt_err e = {0};
@@ -556,6 +591,7 @@ int main(void) {
   tcase_add_test(tc, test_gemm_bf16_vs_reference);
   tcase_add_test(tc, test_network_bf16_close_to_fp32);
   tcase_add_test(tc, test_bf16_deterministic_and_cached);
+  tcase_add_test(tc, test_bf16_threads);
   tcase_add_test(tc, test_cross_precision_eval);
   tcase_add_test(tc, test_ngrad_bf16_matches_fp32);
   tcase_add_test(tc, test_bf16_lowrank_kernels);

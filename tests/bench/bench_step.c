@@ -3,12 +3,15 @@
  * and 512 on one thread, against OpenBLAS's own SGEMM rate on the very GEMM shapes of
  * that step, measured in the same run. Prints:
  *   - plain-SGD step: GFLOP/s and its ratio to the SGEMM rate (goal >= 0.80)
- *   - online NG step / plain step time ratio (goal <= 1.10), simple NG ratio; the best
- *     repeat is a step that does not update the Fisher estimate (3 steps in 4 by default),
- *     so a second line gives the cost amortised over the update period,
- *     (best updating step + (period - 1) x best other step) / period, and its ratio
- *   - frames/s of each.
- * Times are this thread's CPU time (one BLAS thread), the best of the repeats for both
+ *   - online NG: the best step that does not update the Fisher estimate (3 steps in 4 by
+ *     default) against the best plain step; then the cost amortised over the update
+ *     period: plain and NG steps run in alternation, in rounds of one period each (one
+ *     Fisher update per round), and the NG/plain ratio is the median over the rounds of
+ *     the round's NG time / plain time, with its quartiles (goal <= 1.10); frames/s of the
+ *     best round. Pairing the two in time is what makes the ratio stable on a shared VM,
+ *     whose speed moves by 10-20 % between runs minutes apart.
+ *   - the simple NG step and its ratio (timed on its own).
+  * Times are this thread's CPU time (one BLAS thread), the best of the repeats for both
  * the SGEMM reference and the steps, so a busy shared machine disturbs them little.
  * Precisions (engine.h): fp32 (OpenBLAS) and, where the CPU and build have it, bf16
  * (oneDNN matmul); the GEMM reference of each is the same library on the same shapes
@@ -128,73 +131,170 @@ static double gemm_seconds(const ngt_nnet *net, int N, int reps, int bf16) {
   return best;
 }
 
-/* Best time of one training step with the given optimiser settings; with the online
- * preconditioner also the best step that updates the Fisher estimate (*upd) and the update
- * period (*period). */
-static double step_seconds_ng(const char *cfg, int N, int use_ng, int pre, int reps, double *upd,
-                              int *period) {
-  ngt_nnet *net = NULL;
+/* One training state (network, optimiser, workspace, a fixed minibatch) that can be
+ * stepped and timed; two of them (plain and NG) are stepped in alternation so that both see
+ * the same moments of a shared machine. */
+typedef struct runner {
+  ngt_nnet *net;
+  ngt_optim *opt;
+  ngt_nnet_ws *ws;
+  ngt_mat X;
+  int32_t *y;
+  int period; /* the preconditioner's update period */
+  long steps; /* steps so far = the preconditioners' call counter */
+} runner;
+
+static void runner_init(runner *r, const char *cfg, int N, int use_ng, int pre) {
   ngt_err e = {0};
-  if (ngt_nnet_from_config(cfg, "bench", &net, &e)) ngt_die("%s", e.msg);
-  for (int c = 0; c < net->num_comps; c++)
-    if (net->comps[c].type == NGT_COMP_AFFINE) net->comps[c].param_stddev = 0.02f;
-  ngt_nnet_init_params(net, 1);
+  memset(r, 0, sizeof *r);
+  if (ngt_nnet_from_config(cfg, "bench", &r->net, &e)) ngt_die("%s", e.msg);
+  for (int c = 0; c < r->net->num_comps; c++)
+    if (r->net->comps[c].type == NGT_COMP_AFFINE) r->net->comps[c].param_stddev = 0.02f;
+  ngt_nnet_init_params(r->net, 1);
   ngt_optim_opts o = ngt_optim_opts_default();
   o.use_natural_gradient = use_ng;
   o.preconditioner = pre;
-  ngt_optim *opt = NULL;
-  if (ngt_optim_new(net, &o, N, &opt, &e)) ngt_die("%s", e.msg);
-  ngt_nnet_ws *ws = ngt_nnet_ws_new(net, N);
-  ngt_mat X = ngt_mat_alloc(N, net->input_dim);
-  int32_t *y = malloc(sizeof(int32_t) * (size_t)N);
-  ngt_rng r = ngt_rng_make(5, NGT_RNG_STREAM_TEST);
+  if (ngt_optim_new(r->net, &o, N, &r->opt, &e)) ngt_die("%s", e.msg);
+  r->period = o.update_period;
+  r->ws = ngt_nnet_ws_new(r->net, N);
+  r->X = ngt_mat_alloc(N, r->net->input_dim);
+  r->y = malloc(sizeof(int32_t) * (size_t)N);
+  ngt_rng g = ngt_rng_make(5, NGT_RNG_STREAM_TEST);
   for (int n = 0; n < N; n++) {
-    y[n] = (int32_t)ngt_rng_below(&r, (uint32_t)net->num_classes);
-    for (int j = 0; j < net->input_dim; j++) NGT_AT(X, n, j) = (float)ngt_rng_normal(&r);
+    r->y[n] = (int32_t)ngt_rng_below(&g, (uint32_t)r->net->num_classes);
+    for (int j = 0; j < r->net->input_dim; j++) NGT_AT(r->X, n, j) = (float)ngt_rng_normal(&g);
   }
-  double *t = malloc(sizeof(double) * (size_t)reps);
-  double best_upd = 1e30;
-  int P = o.update_period;
-  /* 12 warm-up steps: NG init happens in the first, and Kaldi's preconditioner updates its
-   * Fisher estimate on each of its first 11 calls, then every update-period (4) calls: the
-   * timed steps are the steady state of a training run. */
-  for (int k = -12; k < reps; k++) {
-    double t0 = cpu_now();
-    ngt_nnet_forward(net, ws, X);
-    ngt_nnet_backward(net, ws, y);
-    ngt_optim_step(opt, net, ws, 1e-4f, 1.0f);
-    if (k >= 0) t[k] = cpu_now() - t0;
-    /* the preconditioners' call counter was k + 12 (ngrad.c: calls 0-10, then every P-th) */
-    if (k >= 0 && (k + 12 - 10) % P == 0) {
-      if (t[k] < best_upd) best_upd = t[k];
-      t[k] = 1e30; /* not a candidate for the best other step */
-    }
-  }
-  /* median */
-  for (int i = 1; i < reps; i++)
-    for (int j = i; j > 0 && t[j - 1] > t[j]; j--) {
-      double s = t[j];
-      t[j] = t[j - 1];
-      t[j - 1] = s;
-    }
-  double med = t[0]; /* the best repeat, as for the SGEMM reference */
-  if (pre == NGT_PRECOND_ONLINE && use_ng && best_upd < 1e30) {
-    if (upd) *upd = best_upd;
-    if (period) *period = P;
-  } else if (best_upd < med) {
-    med = best_upd; /* no preconditioner: every step is alike */
-  }
-  free(t);
-  free(y);
-  ngt_mat_free(&X);
-  ngt_nnet_ws_free(ws);
-  ngt_optim_free(opt);
-  ngt_nnet_free(net);
-  return med;
 }
 
+/* Whether the next step updates the Fisher estimate (ngrad.c: calls 0-10, then every P-th). */
+static int runner_updating(const runner *r) {
+  return r->steps <= 10 || (r->steps - 10) % r->period == 0;
+}
+
+static double runner_step(runner *r) {
+  double t0 = cpu_now();
+  ngt_nnet_forward(r->net, r->ws, r->X);
+  ngt_nnet_backward(r->net, r->ws, r->y);
+  ngt_optim_step(r->opt, r->net, r->ws, 1e-4f, 1.0f);
+  r->steps++;
+  return cpu_now() - t0;
+}
+
+static void runner_free(runner *r) {
+  free(r->y);
+  ngt_mat_free(&r->X);
+  ngt_nnet_ws_free(r->ws);
+  ngt_optim_free(r->opt);
+  ngt_nnet_free(r->net);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Best time of one step of a single configuration (the simple method). */
 static double step_seconds(const char *cfg, int N, int use_ng, int pre, int reps) {
-  return step_seconds_ng(cfg, N, use_ng, pre, reps, NULL, NULL);
+  runner r;
+  runner_init(&r, cfg, N, use_ng, pre);
+  double best = 1e30;
+  for (int k = -2; k < reps; k++) {
+    double t = runner_step(&r);
+    if (k >= 0 && t < best) best = t;
+  }
+  runner_free(&r);
+  return best;
+}
+
+/* Plain and online-NG steps in alternation: after 12 warm-up steps each (NG init happens in
+ * the first, and Kaldi's preconditioner updates its Fisher estimate on each of its first 11
+ * calls, then every update period P = 4 calls), `rounds` rounds of P plain and P NG steps,
+ * interleaved, so that a round holds exactly one Fisher update. Per round the NG and plain
+ * means; the NG/plain ratio is the median of the rounds' ratios (paired, so a machine whose
+ * speed drifts disturbs it little). */
+typedef struct paired {
+  double plain_best;         /* best single plain step */
+  double ng_best_other;      /* best NG step that does not update the estimate */
+  double ng_best_upd;        /* best NG step that does */
+  double ng_round_best;      /* best round mean of NG steps (amortised over the period) */
+  double ratio_median;       /* median over rounds of NG round mean / plain round mean */
+  double ratio_lo, ratio_hi; /* the rounds' quartiles of that ratio */
+  int period, rounds;
+} paired;
+
+static paired step_paired(const char *cfg, int N, int rounds) {
+  runner pl, ng;
+  runner_init(&pl, cfg, N, 0, NGT_PRECOND_NONE);
+  runner_init(&ng, cfg, N, 1, NGT_PRECOND_ONLINE);
+  for (int k = 0; k < 12; k++) {
+    runner_step(&pl);
+    runner_step(&ng);
+  }
+  paired o = {1e30, 1e30, 1e30, 1e30, 0, 0, 0, ng.period, rounds};
+  double *ratio = malloc(sizeof(double) * (size_t)rounds);
+  for (int q = 0; q < rounds; q++) {
+    double tp = 0, tn = 0;
+    for (int i = 0; i < ng.period; i++) {
+      double a = runner_step(&pl);
+      int upd = runner_updating(&ng);
+      double b = runner_step(&ng);
+      tp += a;
+      tn += b;
+      if (a < o.plain_best) o.plain_best = a;
+      if (upd && b < o.ng_best_upd) o.ng_best_upd = b;
+      if (!upd && b < o.ng_best_other) o.ng_best_other = b;
+    }
+    ratio[q] = tn / tp;
+    if (tn / ng.period < o.ng_round_best) o.ng_round_best = tn / ng.period;
+  }
+  qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+  o.ratio_median = rounds % 2 ? ratio[rounds / 2]
+                              : 0.5 * (ratio[rounds / 2 - 1] + ratio[rounds / 2]);
+  o.ratio_lo = ratio[rounds / 4];
+  o.ratio_hi = ratio[(3 * rounds) / 4 < rounds ? (3 * rounds) / 4 : rounds - 1];
+  free(ratio);
+  runner_free(&pl);
+  runner_free(&ng);
+  return o;
+}
+
+/* T threads against one, paired: the same plain and NG training states, in rounds of one
+ * update period each at 1 thread and then at T threads (ngt_engine_setup switches the
+ * precision's pool; oneDNN primitives are cached per thread count), wall clock. The
+ * speed-up of a round is its 1-thread time / its T-thread time; medians over the rounds. */
+static void threads_paired(const char *cfg, int N, int rounds, int pr, int T, double *plain,
+                           double *ng) {
+  runner r[2];
+  runner_init(&r[0], cfg, N, 0, NGT_PRECOND_NONE);
+  runner_init(&r[1], cfg, N, 1, NGT_PRECOND_ONLINE);
+  double *sp = malloc(sizeof(double) * 2 * (size_t)rounds);
+  ngt_err e = {0};
+  for (int w = 0; w < 2; w++) /* warm-up: both thread counts, past the 11 initial updates */
+    for (int k = 0; k < 6; k++)
+      for (int t = 0; t < 2; t++) {
+        if (ngt_engine_setup(pr, t ? T : 1, &e)) ngt_die("%s", e.msg);
+        runner_step(&r[w]);
+      }
+  for (int q = 0; q < rounds; q++)
+    for (int w = 0; w < 2; w++) {
+      double tt[2] = {0, 0};
+      for (int t = 0; t < 2; t++) {
+        if (ngt_engine_setup(pr, t ? T : 1, &e)) ngt_die("%s", e.msg);
+        for (int i = 0; i < r[w].period; i++) tt[t] += runner_step(&r[w]);
+      }
+      sp[w * rounds + q] = tt[0] / tt[1];
+    }
+  for (int w = 0; w < 2; w++) {
+    qsort(sp + w * rounds, (size_t)rounds, sizeof(double), cmp_double);
+    double *m = w ? ng : plain, *v = sp + w * rounds;
+    m[0] = rounds % 2 ? v[rounds / 2] : 0.5 * (v[rounds / 2 - 1] + v[rounds / 2]);
+    m[1] = v[rounds / 4];
+    m[2] = v[(3 * rounds) / 4 < rounds ? (3 * rounds) / 4 : rounds - 1];
+  }
+  if (ngt_engine_setup(pr, T, &e)) ngt_die("%s", e.msg);
+  free(sp);
+  runner_free(&r[0]);
+  runner_free(&r[1]);
 }
 
 int main(int argc, char **argv) {
@@ -235,21 +335,29 @@ int main(int argc, char **argv) {
       int N = sizes[s];
       double fl = step_flops(net, N);
       double tg = gemm_seconds(net, N, reps, pr == NGT_PREC_BF16);
-      double tp = step_seconds(cfg, N, 0, NGT_PRECOND_NONE, reps);
-      double tu = 0;
-      int P = 1;
-      double tn = step_seconds_ng(cfg, N, 1, NGT_PRECOND_ONLINE, reps, &tu, &P);
-      double ta = tu > 0 ? (tu + (P - 1) * tn) / P : tn;
+      paired pq = step_paired(cfg, N, reps);
       double ts = step_seconds(cfg, N, 1, NGT_PRECOND_SIMPLE, reps < 6 ? reps : 6);
+      double tp = pq.plain_best, tn = pq.ng_best_other, ta = pq.ng_round_best;
       printf("%s minibatch %d: %s on the step's shapes %.1f GFLOP/s\n", pn, N,
              pr == NGT_PREC_BF16 ? "oneDNN bf16 matmul" : "SGEMM", fl / tg * 1e-9);
       printf("  plain step     %7.2f ms  %8.0f frames/s  %.1f GFLOP/s  ratio to GEMM %.2f\n",
              tp * 1e3, N / tp, fl / tp * 1e-9, tg / tp);
       printf("  online NG step %7.2f ms  %8.0f frames/s  NG/plain time ratio %.3f\n", tn * 1e3,
              N / tn, tn / tp);
-      printf("  NG amortised   %7.2f ms  %8.0f frames/s  NG/plain time ratio %.3f  (Fisher-update "
-             "step %.2f ms, 1 in %d)\n",
-             ta * 1e3, N / ta, ta / tp, tu * 1e3, P);
+      printf("  NG amortised   %7.2f ms  %8.0f frames/s  NG/plain time ratio %.3f  (median of %d "
+             "paired rounds, quartiles %.3f-%.3f; Fisher-update step %.2f ms, 1 in %d)\n",
+             ta * 1e3, N / ta, pq.ratio_median, pq.rounds, pq.ratio_lo, pq.ratio_hi,
+             pq.ng_best_upd * 1e3, pq.period);
+      if (threads > 1) {
+        int wall = g_wall;
+        g_wall = 1;
+        double sp[3], sn[3];
+        threads_paired(cfg, N, reps, pr, threads, sp, sn);
+        g_wall = wall;
+        printf("  %d threads / 1 thread, paired (wall clock, median of %d rounds, quartiles): "
+               "plain %.2f (%.2f-%.2f), NG %.2f (%.2f-%.2f)\n",
+               threads, reps, sp[0], sp[1], sp[2], sn[0], sn[1], sn[2]);
+      }
       printf("  simple NG step %7.2f ms  %8.0f frames/s  simple/plain time ratio %.3f\n", ts * 1e3,
              N / ts, ts / tp);
     }
