@@ -109,16 +109,15 @@ int ngt_engine_setup(int precision, int threads, ngt_err *err) {
   g_requested = precision;
   g_precision = p;
   g_threads = threads;
-  /* One thread pool per precision. Debian's OpenBLAS is the pthreads build: its workers
-   * spin after each threaded call, and libgomp's spin too, so with both pools at T > 1 a
-   * T-core worker runs up to 2T busy threads and the GEMMs wait on descheduled ones.
-   * fp32: the GEMMs are OpenBLAS's, so OpenBLAS gets the T threads and the elementwise row
-   * loops (a few % of an fp32 step) run on this thread. bf16: the GEMMs and the row loops
-   * are oneDNN's/OpenMP's, so OpenMP gets the T threads and OpenBLAS (bias sums, traces,
-   * the NG Fisher updates) runs on this thread. */
-  ngt_blas_set_threads(p == NGT_PREC_FP32 ? threads : 1);
+  /* One thread pool, OpenMP's, in both precisions. Debian's OpenBLAS is the pthreads build:
+   * its workers spin after each threaded call, and libgomp's spin too, so with both pools at
+   * T > 1 a T-core worker would run up to 2T busy threads. OpenMP gets the T threads and runs
+   * oneDNN's matmuls (bf16), ngt_gemm's blocks of rows or columns (fp32: one single-threaded
+   * SGEMM per block, mat.c), the elementwise row loops and the optimiser's layer tasks
+   * (optim.c); OpenBLAS has one thread. */
+  ngt_blas_set_threads(1);
 #ifdef _OPENMP
-  omp_set_num_threads(p == NGT_PREC_FP32 ? 1 : threads);
+  omp_set_num_threads(threads);
 #endif
   return 0;
 }

@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "ngtrain/log.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* LAPACK (Fortran interface, shipped inside OpenBLAS). */
 extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
@@ -72,8 +75,39 @@ void ngt_gemm(int ta, int tb, float alpha, ngt_mat A, ngt_mat B, float beta, ngt
       ngt_mat_scale(C, beta);
     return;
   }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-              k, alpha, A.data, A.stride, B.data, B.stride, beta, C.data, C.stride);
+  const CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  int T = 1;
+#ifdef _OPENMP
+  /* With T OpenMP threads (engine.h: the one pool of a rank; OpenBLAS then has one thread)
+   * a large GEMM is split into T blocks of rows of C (or of columns, if C has few rows),
+   * each one single-threaded cblas_sgemm over the whole K: every element is summed as in
+   * the one-block call. Inside a parallel region (the optimiser's layer tasks) one block. */
+  if (!omp_in_parallel() && (double)m * n * k >= 1 << 21) T = omp_get_max_threads();
+#endif
+  if (T <= 1) {
+    cblas_sgemm(CblasRowMajor, TA, TB, m, n, k, alpha, A.data, A.stride, B.data, B.stride, beta,
+                C.data, C.stride);
+    return;
+  }
+  const int by_rows = m >= 16 * T;
+  const int len = by_rows ? m : n;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(T)
+#endif
+  for (int t = 0; t < T; t++) {
+    int i0 = (int)((long)len * t / T) / 16 * 16, i1 = (int)((long)len * (t + 1) / T) / 16 * 16;
+    if (t == T - 1) i1 = len;
+    if (i1 <= i0) continue;
+    if (by_rows) { /* rows i0..i1 of C: rows of op(A) */
+      const float *a = ta ? A.data + i0 : A.data + (size_t)i0 * (size_t)A.stride;
+      cblas_sgemm(CblasRowMajor, TA, TB, i1 - i0, n, k, alpha, a, A.stride, B.data, B.stride, beta,
+                  C.data + (size_t)i0 * (size_t)C.stride, C.stride);
+    } else { /* columns i0..i1 of C: columns of op(B) */
+      const float *b = tb ? B.data + (size_t)i0 * (size_t)B.stride : B.data + i0;
+      cblas_sgemm(CblasRowMajor, TA, TB, m, i1 - i0, k, alpha, A.data, A.stride, b, B.stride, beta,
+                  C.data + i0, C.stride);
+    }
+  }
 }
 
 double ngt_vec_dot(const float *x, const float *y, size_t n) {

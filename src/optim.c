@@ -57,11 +57,13 @@ struct ngt_optim {
   int n_scratch;
   uint16_t **sxbf, **sgbf;
   float **sxlast;
-  int *order; /* layers by decreasing size, the order they are handed to threads */
+  ngt_mat *sxt, *sgt; /* fp32 (and simple) path: [X, 1] and G copies per thread; [0] = xt, gt */
+  int *order;         /* layers by decreasing size, the order they are handed to threads */
   int maxI, maxO;
   int fused;      /* online NG on some layer, no simple method: with a bf16 workspace, the
                      fused path */
   int has_simple; /* some layer uses the simple method (its scratch is shared: no threads) */
+  int any_ng;     /* some layer uses a preconditioner (needs per-thread scratch) */
   ngt_optim_stats stats;
 };
 
@@ -211,6 +213,7 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
   }
   opt->fused = online && !simple; /* and a bf16 workspace: checked per step */
   opt->has_simple = simple;
+  opt->any_ng = online || simple;
   *out = opt;
   return 0;
 }
@@ -236,7 +239,13 @@ void ngt_optim_free(ngt_optim *opt) {
     free(opt->sxbf[t]);
     free(opt->sgbf[t]);
     free(opt->sxlast[t]);
+    if (t > 0 && opt->sxt[t].data) {
+      ngt_mat_free(&opt->sxt[t]);
+      ngt_mat_free(&opt->sgt[t]);
+    }
   }
+  free(opt->sxt);
+  free(opt->sgt);
   free(opt->sxbf);
   free(opt->sgbf);
   free(opt->sxlast);
@@ -263,19 +272,37 @@ static int thread_num(void) {
 #endif
 }
 
-/* Scratch of the fused bf16 NG path for `n` threads (grown, never shrunk). */
-static void ensure_scratch(ngt_optim *opt, int n) {
-  if (n <= opt->n_scratch) return;
-  opt->sxbf = realloc(opt->sxbf, sizeof(uint16_t *) * (size_t)n);
-  opt->sgbf = realloc(opt->sgbf, sizeof(uint16_t *) * (size_t)n);
-  opt->sxlast = realloc(opt->sxlast, sizeof(float *) * (size_t)n);
-  if (!opt->sxbf || !opt->sgbf || !opt->sxlast) ngt_die("out of memory");
-  for (int t = opt->n_scratch; t < n; t++) {
-    opt->sxbf[t] = ngt_xmalloc(sizeof(uint16_t) * (size_t)opt->max_rows * (size_t)opt->maxI);
-    opt->sgbf[t] = ngt_xmalloc(sizeof(uint16_t) * (size_t)opt->max_rows * (size_t)opt->maxO);
-    opt->sxlast[t] = ngt_xmalloc(sizeof(float) * (size_t)opt->max_rows);
+/* Per-thread scratch for `n` threads (grown, never shrunk), of the kind the step needs: the
+ * fused bf16 path's, or the fp32 path's copies of [X, 1] and G (thread 0 uses opt->xt and
+ * opt->gt; sxt[t].data == NULL: not made yet). */
+static void ensure_scratch(ngt_optim *opt, int n, int bf16) {
+  if (n > opt->n_scratch) {
+    opt->sxbf = realloc(opt->sxbf, sizeof(uint16_t *) * (size_t)n);
+    opt->sgbf = realloc(opt->sgbf, sizeof(uint16_t *) * (size_t)n);
+    opt->sxlast = realloc(opt->sxlast, sizeof(float *) * (size_t)n);
+    opt->sxt = realloc(opt->sxt, sizeof(ngt_mat) * (size_t)n);
+    opt->sgt = realloc(opt->sgt, sizeof(ngt_mat) * (size_t)n);
+    if (!opt->sxbf || !opt->sgbf || !opt->sxlast || !opt->sxt || !opt->sgt)
+      ngt_die("out of memory");
+    for (int t = opt->n_scratch; t < n; t++) {
+      opt->sxbf[t] = opt->sgbf[t] = NULL;
+      opt->sxlast[t] = NULL;
+      memset(&opt->sxt[t], 0, sizeof(ngt_mat));
+      memset(&opt->sgt[t], 0, sizeof(ngt_mat));
+    }
+    opt->n_scratch = n;
   }
-  opt->n_scratch = n;
+  for (int t = 0; t < n; t++) {
+    if (bf16 && !opt->sxbf[t]) {
+      opt->sxbf[t] = ngt_xmalloc(sizeof(uint16_t) * (size_t)opt->max_rows * (size_t)opt->maxI);
+      opt->sgbf[t] = ngt_xmalloc(sizeof(uint16_t) * (size_t)opt->max_rows * (size_t)opt->maxO);
+      opt->sxlast[t] = ngt_xmalloc(sizeof(float) * (size_t)opt->max_rows);
+    }
+    if (!bf16 && !opt->sxt[t].data) {
+      opt->sxt[t] = t == 0 ? opt->xt : ngt_mat_alloc(opt->max_rows, opt->maxI + 1);
+      opt->sgt[t] = t == 0 ? opt->gt : ngt_mat_alloc(opt->max_rows, opt->maxO);
+    }
+  }
 }
 
 /* Δ_c (unscaled except for γ) into opt->delta at the component's offsets; returns ‖Δ_c‖². */
@@ -296,7 +323,7 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, cons
       ngt_gemm(1, 0, 1.0f, G, X, 0.0f, dW);
     cblas_sgemv(CblasRowMajor, CblasTrans, N, O, 1.0f, G.data, G.stride, opt->ones, 1, 0.0f, db,
                 1);
-  } else if (bf16 && L->precond == NGT_PRECOND_ONLINE) {
+  } else if (bf16 && L->precond == NGT_PRECOND_ONLINE && opt->fused) {
     /* Fused (docs/algorithm.md §3.5): no copies of X and G; Ĝ's pass also sums the bias
      * gradient Ĝᵀ x̂_I, and γ scales Δ in the norm pass below. Scratch of thread `tid`. */
     uint16_t *xbf = opt->sxbf[tid], *gbf = opt->sgbf[tid];
@@ -316,12 +343,12 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, cons
     ngt_gemm_bf16(1, 0, O, I, N, gbf, O, xbf, I, NULL, dW.data, I);
     return ngt_vec_scale_norm2(opt->delta + cp->w_off, (size_t)O * (size_t)(I + 1), gin * gout);
   } else {
-    ngt_mat Xt = ngt_mat_view(opt->xt.data, N, I + 1, I + 1); /* [X, 1] */
+    ngt_mat Xt = ngt_mat_view(opt->sxt[tid].data, N, I + 1, I + 1); /* [X, 1] */
     for (int n = 0; n < N; n++) {
       memcpy(&NGT_AT(Xt, n, 0), &NGT_AT(X, n, 0), sizeof(float) * (size_t)I);
       NGT_AT(Xt, n, I) = 1.0f;
     }
-    ngt_mat Gt = ngt_mat_view(opt->gt.data, N, O, O);
+    ngt_mat Gt = ngt_mat_view(opt->sgt[tid].data, N, O, O);
     ngt_mat_copy(Gt, G);
     float gin = 1.0f, gout = 1.0f;
     if (L->precond == NGT_PRECOND_ONLINE) {
@@ -375,16 +402,17 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
   opt->stats.steps++;
   const int adam = opt->am != NULL;
   const double mu = opt->o.momentum, omu = 1.0 - mu;
-  /* bf16 with T > 1 threads (and no layer on the simple method): the layers' Δ (their NG
-   * calls, Fisher updates included, and gradient GEMMs) run on the T threads at once, one
-   * layer per thread, largest first; each layer's work is then single-threaded and the same
-   * whichever thread takes it. Otherwise one layer after another, each using the T threads
-   * inside. Measured on 2 cores (bench_step, paired): NG 2 threads / 1 1.45-1.58 before,
-   * 1.67-1.81 after. */
+  /* With T > 1 threads (and no layer on the simple method, whose scratch is shared) the
+   * layers' Δ (their NG calls, Fisher updates included, gradient GEMMs and norms) run on the
+   * T threads at once, one layer per thread, largest first; each layer's work is then
+   * single-threaded and the same whichever thread takes it. Otherwise one layer after
+   * another, each using the T threads inside its GEMMs. Measured on 2 cores (bench_step,
+   * paired, bf16): NG 2 threads / 1 1.45-1.58 before, 1.67-1.81 after. */
   const int T = ngt_omp_threads();
   const int fused = opt->fused && ws->precision == NGT_PREC_BF16;
-  if (ws->precision == NGT_PREC_BF16 && !opt->has_simple && T > 1 && opt->n_layers > 1) {
-    if (fused) ensure_scratch(opt, T);
+  const int par = !opt->has_simple && T > 1 && opt->n_layers > 1;
+  if (opt->any_ng) ensure_scratch(opt, par ? T : 1, fused);
+  if (par) {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(T)
 #endif
@@ -393,7 +421,6 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
       L->norm2 = layer_delta(opt, L, net, ws, thread_num()); /* ‖Δ_c‖² */
     }
   } else {
-    if (fused) ensure_scratch(opt, 1);
     for (int k = 0; k < opt->n_layers; k++) {
       ng_layer *L = &opt->layers[k];
       L->norm2 = layer_delta(opt, L, net, ws, 0); /* ‖Δ_c‖² */

@@ -250,38 +250,73 @@ START_TEST(test_bf16_deterministic_and_cached) {
 }
 END_TEST
 
-/* --num-threads=2 in bf16 (the optimiser runs its layers' NG calls and gradient GEMMs on the
- * threads at once; docs/design.md): two runs are bit-identical, and they stay close to the
- * one-thread run (the GEMMs' summation order differs with the thread count). Plain and NG. */
-START_TEST(test_bf16_threads) {
-  if (!bf16_or_skip("test_bf16_threads")) return;
+/* --num-threads=2 (one OpenMP pool: the GEMMs split into blocks or run by oneDNN, and the
+ * optimiser's layers' NG calls and gradient GEMMs one layer per thread; docs/design.md §4):
+ * two runs are bit-identical, and they stay close to the one-thread run (a GEMM's summation
+ * order may differ with the thread count). fp32 and (where it runs) bf16, plain and NG. */
+START_TEST(test_threads) {
   ngt_err e = {0};
-  for (int ng = 0; ng < 2; ng++) {
-    run a = run_new(NGT_PREC_BF16, ng, 64), b = run_new(NGT_PREC_BF16, ng, 64);
-    run c = run_new(NGT_PREC_BF16, ng, 64);
-    float *p0 = malloc(sizeof(float) * a.net->num_params);
-    memcpy(p0, a.net->params, sizeof(float) * a.net->num_params);
-    ck_assert_int_eq(ngt_engine_setup(NGT_PREC_BF16, 2, &e), 0);
-    train_steps(&a, 16, 21);
-    train_steps(&b, 16, 21);
-    ck_assert_int_eq(ngt_engine_setup(NGT_PREC_BF16, 1, &e), 0);
-    train_steps(&c, 16, 21);
-    ck_assert(memcmp(a.net->params, b.net->params, sizeof(float) * a.net->num_params) == 0);
-    double dot = 0, na = 0, nc = 0;
-    for (size_t i = 0; i < a.net->num_params; i++) {
-      double da = (double)a.net->params[i] - p0[i], dc = (double)c.net->params[i] - p0[i];
-      dot += da * dc;
-      na += da * da;
-      nc += dc * dc;
+  for (int prec = NGT_PREC_FP32; prec <= NGT_PREC_BF16; prec++) {
+    if (prec == NGT_PREC_BF16 && !bf16_or_skip("test_threads (bf16)")) continue;
+    for (int ng = 0; ng < 2; ng++) {
+      run a = run_new(prec, ng, 64), b = run_new(prec, ng, 64), c = run_new(prec, ng, 64);
+      float *p0 = malloc(sizeof(float) * a.net->num_params);
+      memcpy(p0, a.net->params, sizeof(float) * a.net->num_params);
+      ck_assert_int_eq(ngt_engine_setup(prec, 2, &e), 0);
+      ck_assert_int_eq(ngt_omp_threads(), 2);
+      train_steps(&a, 16, 21);
+      train_steps(&b, 16, 21);
+      ck_assert_int_eq(ngt_engine_setup(prec, 1, &e), 0);
+      train_steps(&c, 16, 21);
+      ck_assert(memcmp(a.net->params, b.net->params, sizeof(float) * a.net->num_params) == 0);
+      double dot = 0, na = 0, nc = 0;
+      for (size_t i = 0; i < a.net->num_params; i++) {
+        double da = (double)a.net->params[i] - p0[i], dc = (double)c.net->params[i] - p0[i];
+        dot += da * dc;
+        na += da * da;
+        nc += dc * dc;
+      }
+      ck_assert_msg(na > 0 && dot / sqrt(na * nc) >= 0.99,
+                    "%s NG=%d: cosine of the 2-thread and 1-thread changes %g",
+                    ngt_precision_name(prec), ng, dot / sqrt(na * nc));
+      free(p0);
+      run_free(&a);
+      run_free(&b);
+      run_free(&c);
     }
-    ck_assert_msg(na > 0 && dot / sqrt(na * nc) >= 0.99,
-                  "NG=%d: cosine of the 2-thread and 1-thread changes %g", ng,
-                  dot / sqrt(na * nc));
-    free(p0);
-    run_free(&a);
-    run_free(&b);
-    run_free(&c);
   }
+}
+END_TEST
+
+/* ngt_gemm split over T threads (blocks of rows, or of columns when C has few rows) against
+ * the one-thread call, every transpose, odd shapes: each element is one single-threaded SGEMM
+ * over the whole K, but OpenBLAS may order that sum differently for another block shape, so
+ * the values agree to fp32 rounding (2e-5 relative, K <= 300 unit-normal terms) not bits. */
+START_TEST(test_gemm_threads) {
+  ngt_err e = {0};
+  const int shapes[][3] = {{300, 170, 90}, {20, 700, 300}, {129, 129, 129}};
+  for (size_t q = 0; q < sizeof shapes / sizeof shapes[0]; q++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        int m = shapes[q][0], n = shapes[q][1], k = shapes[q][2];
+        ngt_mat A = ta ? ngt_mat_alloc(k, m) : ngt_mat_alloc(m, k);
+        ngt_mat B = tb ? ngt_mat_alloc(n, k) : ngt_mat_alloc(k, n);
+        ngt_mat C1 = ngt_mat_alloc(m, n), C2 = ngt_mat_alloc(m, n);
+        fill_normal(A.data, (size_t)A.rows * A.cols, 60 + q, 1.0);
+        fill_normal(B.data, (size_t)B.rows * B.cols, 70 + q, 1.0);
+        fill_normal(C1.data, (size_t)m * n, 80 + q, 1.0);
+        ngt_mat_copy(C2, C1);
+        ck_assert_int_eq(ngt_engine_setup(NGT_PREC_FP32, 1, &e), 0);
+        ngt_gemm(ta, tb, 0.5f, A, B, 1.0f, C1);
+        ck_assert_int_eq(ngt_engine_setup(NGT_PREC_FP32, 3, &e), 0);
+        ngt_gemm(ta, tb, 0.5f, A, B, 1.0f, C2);
+        for (size_t i = 0; i < (size_t)m * n; i++)
+          ck_assert_msg(fabsf(C1.data[i] - C2.data[i]) <= 2e-5f * (1.0f + fabsf(C1.data[i])),
+                        "shape %zu ta %d tb %d: %g vs %g", q, ta, tb, (double)C1.data[i],
+                        (double)C2.data[i]);
+        ngt_mat_free(&A), ngt_mat_free(&B), ngt_mat_free(&C1), ngt_mat_free(&C2);
+      }
+  ck_assert_int_eq(ngt_engine_setup(NGT_PREC_FP32, 1, &e), 0);
 }
 END_TEST
 
@@ -591,7 +626,8 @@ int main(void) {
   tcase_add_test(tc, test_gemm_bf16_vs_reference);
   tcase_add_test(tc, test_network_bf16_close_to_fp32);
   tcase_add_test(tc, test_bf16_deterministic_and_cached);
-  tcase_add_test(tc, test_bf16_threads);
+  tcase_add_test(tc, test_threads);
+  tcase_add_test(tc, test_gemm_threads);
   tcase_add_test(tc, test_cross_precision_eval);
   tcase_add_test(tc, test_ngrad_bf16_matches_fp32);
   tcase_add_test(tc, test_bf16_lowrank_kernels);

@@ -16,10 +16,10 @@
  *   if (ngt_engine_setup(NGT_PREC_AUTO, 2, &e)) ngt_die("%s", e.msg);
  *   char line[256]; ngt_engine_describe(line, sizeof line);   // the start line
  *
- * Threads: ngt_engine_setup gives the T threads to the one pool that runs the precision's
- * GEMMs, so one worker uses T cores and never runs two spinning pools: fp32, OpenBLAS T
- * threads and OpenMP 1 (the elementwise passes on the calling thread); bf16, OpenMP T
- * threads (oneDNN is built on OpenMP; the elementwise passes use it too) and OpenBLAS 1.
+ * Threads: ngt_engine_setup gives the T threads to one pool, OpenMP's, so one worker uses T
+ * cores and never runs two spinning pools: it runs the GEMMs (bf16: oneDNN, built on OpenMP;
+ * fp32: ngt_gemm's blocks, one single-threaded OpenBLAS SGEMM each), the elementwise passes
+ * and the optimiser's layer tasks; OpenBLAS has 1 thread.
  * Without oneDNN at build time (NGT_HAVE_DNNL undefined) only fp32 exists; auto
  * resolves to fp32 and an explicit bf16 is an error naming why.
  */

@@ -68,8 +68,8 @@ static double step_flops(const ngt_nnet *net, int N) {
   return f;
 }
 
-/* Time the same GEMMs with plain cblas_sgemm, or oneDNN bf16 matmul in the layouts the
- * bf16 step uses (best of `reps`). */
+/* Time the same GEMMs with OpenBLAS SGEMM (through ngt_gemm, as the step), or oneDNN bf16
+ * matmul in the layouts the bf16 step uses (best of `reps`). */
 static double gemm_seconds(const ngt_nnet *net, int N, int reps, int bf16) {
   int maxd = net->input_dim;
   for (int c = 0; c < net->num_comps; c++)
@@ -110,14 +110,17 @@ static double gemm_seconds(const ngt_nnet *net, int N, int reps, int bf16) {
       const ngt_comp *cp = &net->comps[c];
       if (cp->type != NGT_COMP_AFFINE) continue;
       int I = cp->in_dim, O = cp->out_dim;
+      /* through ngt_gemm, as the step calls it (with T threads: T blocks, mat.c) */
       /* forward: (N x I)(O x I)^T */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, A, I, B, I, 0.0f, Cm, O);
+      ngt_gemm(0, 1, 1.0f, ngt_mat_view(A, N, I, I), ngt_mat_view(B, O, I, I), 0.0f,
+               ngt_mat_view(Cm, N, O, O));
       /* weight gradient: (N x O)^T (N x I) */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, A, O, A, I, 0.0f, Cm, I);
+      ngt_gemm(1, 0, 1.0f, ngt_mat_view(A, N, O, O), ngt_mat_view(A, N, I, I), 0.0f,
+               ngt_mat_view(Cm, O, I, I));
       /* input derivative: (N x O)(O x I) */
       if (!first)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, A, O, B, I, 0.0f, Cm,
-                    I);
+        ngt_gemm(0, 0, 1.0f, ngt_mat_view(A, N, O, O), ngt_mat_view(B, O, I, I), 0.0f,
+                 ngt_mat_view(Cm, N, I, I));
       first = 0;
     }
     double t = cpu_now() - t0;
