@@ -143,7 +143,7 @@ results_header() {
 machine_info() {
   local blas="" f
   for f in "$OUT"/runs/*.log; do blas=$(grep -o -m1 "BLAS [^;]*" "$f") && break; done
-  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' (+ uncommitted changes)')"
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(git status --porcelain --untracked-files=no -- . ':!docs/results' 2>/dev/null) ]] && echo ' (+ uncommitted changes)')"
   echo "- machine: nproc $(nproc), $(sed -n '/^model name/{s/^model name\s*: //p;q}' /proc/cpuinfo), $(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo); ngtrain prints \"${blas:-?}\"; $(mpirun --version 2>/dev/null | sed -n 1p)"
 }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
