@@ -5,8 +5,11 @@
  * not, then per minibatch the sums over the network, the amortised cost over the update
  * period (one updating call in four) and the rate of the two thin products every call makes
  * (H = X W^T and X^ = X - H W: 4 N R D flops), against the step's own GEMM flops
- * (32.96 MFLOP per frame, counted as bench_step counts them). It answers "how far is NG-SGD's overhead from the floor set by
- * those products". Times are this thread's CPU time, best of the repeats.
+ * (32.96 MFLOP per frame, counted as bench_step counts them). It answers "how far is NG-SGD's
+ * overhead from the floor set by those products". fp32 times ngt_ngrad_precondition on a copy
+ * of the rows, as the fp32 optimiser calls it; bf16 the fused ngt_ngrad_precondition_bf16, as
+ * the bf16 optimiser calls it (rows [x, 1] on the input side, the bias-gradient sum on the
+ * output side). Times are this thread's CPU time, best of the repeats.
  * Usage: bench_ngrad [fp32|bf16|all] [repeats] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>

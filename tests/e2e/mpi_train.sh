@@ -2,7 +2,8 @@
 # Under mpirun: same seed + same ranks => identical final model; np 1, 2, 3, 5 all train;
 # the average equals the mean of the workers' models; stop and resume equals the
 # uninterrupted run (bit for bit, every checkpoint kept as well as final.h5); BMUF trains;
-# --optimizer=adam and --momentum train, and their stop + resume is bit for bit too.
+# --optimizer=adam and --momentum train, and their stop + resume is bit for bit too; so is
+# a run with --num-threads=2.
 # Every run's exit status is checked (run_ok), and a check whose run failed counts as failed.
 source "$(dirname "$0")/lib.sh" "$1"
 E=(--num-epochs=2)
@@ -44,6 +45,20 @@ run_ok "np 1: --stop-after=1" "$T/r1a.log" "$B/ngtrain" "${SMALL[@]}" "${E[@]}" 
 # a finished run is not trained again
 run_ok "rerun of a finished run" "$T/r1c.log" "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/r1" --seed=3 \
   && { grep -q "finished run" "$T/r1c.log" && pass "rerun of a finished run says so" || fail "rerun of a finished run: no 'finished run'"; }
+
+# --num-threads=2 (one OpenMP pool per rank: split GEMMs, the optimiser's layers one per
+# thread): the same seed gives the same model, and stop + resume equals the uninterrupted run
+TH=(--num-threads=2)
+run_ok "np 2, --num-threads=2" "$T/t2a.log" mpirun -np 2 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" "${TH[@]}" \
+    --dir="$T/t2a" --seed=3 \
+  && run_ok "np 2, --num-threads=2, --stop-after=1" "$T/t2b.log" mpirun -np 2 "$B/ngtrain" "${SMALL[@]}" \
+    "${E[@]}" "${TH[@]}" --dir="$T/t2b" --seed=3 --stop-after=1 \
+  && run_ok "np 2, --num-threads=2, rerun" "$T/t2c.log" mpirun -np 2 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" \
+    "${TH[@]}" --dir="$T/t2b" --seed=3 \
+  && { grep -q "2 thread(s)" "$T/t2a.log" && grep -q "resuming from checkpoint" "$T/t2c.log" \
+         && same_params "$T/t2a/final.h5" "$T/t2b/final.h5" \
+         && pass "--num-threads=2: resume == uninterrupted" \
+         || fail "--num-threads=2: no '2 thread(s)' in the log, no resume, or the models differ"; }
 
 # the average is the mean of the workers' models: iteration 1 with 2 jobs
 if run_ok "np 3: --debug-save-jobs" "$T/m3.log" mpirun -np 3 "$B/ngtrain" "${SMALL[@]}" "${E[@]}" --dir="$T/m3" --seed=3 \
