@@ -116,27 +116,6 @@ double ngt_vec_dot(const float *x, const float *y, size_t n) {
   return s;
 }
 
-double ngt_vec_scale_norm2(float *x, size_t n, float s) {
-  if (s == 1.0f) return ngt_vec_norm2(x, n);
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    x[i] *= s;
-    x[i + 1] *= s;
-    x[i + 2] *= s;
-    x[i + 3] *= s;
-    s0 += (double)x[i] * x[i];
-    s1 += (double)x[i + 1] * x[i + 1];
-    s2 += (double)x[i + 2] * x[i + 2];
-    s3 += (double)x[i + 3] * x[i + 3];
-  }
-  for (; i < n; i++) {
-    x[i] *= s;
-    s0 += (double)x[i] * x[i];
-  }
-  return (s0 + s1) + (s2 + s3);
-}
-
 double ngt_vec_norm2(const float *x, size_t n) {
   /* Four accumulators in double: exact enough and vectorises. */
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;

@@ -36,6 +36,7 @@ typedef struct ng_layer {
   int precond;       /* ngt_precond_type */
   ngt_ngrad in, out; /* online state (initialised only if precond == ONLINE) */
   double norm2;      /* ‖Δ_c‖² of the current step */
+  double dscale;     /* Δ_c = dscale × opt->delta's block (the fused path's γ, else 1) */
 } ng_layer;
 
 struct ngt_optim {
@@ -305,11 +306,14 @@ static void ensure_scratch(ngt_optim *opt, int n, int bf16) {
   }
 }
 
-/* Δ_c (unscaled except for γ) into opt->delta at the component's offsets; returns ‖Δ_c‖². */
+/* Δ_c (unscaled except for γ) into opt->delta at the component's offsets, or (fused bf16 path)
+ * Δ_c / γ there and γ in L->dscale, which the step multiplies in, so no pass rewrites the
+ * block; returns ‖Δ_c‖². */
 static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, const ngt_nnet_ws *ws,
                           int tid) {
   const ngt_comp *cp = &net->comps[L->comp];
   const int N = ws->rows, I = L->I, O = L->O;
+  L->dscale = 1.0;
   ngt_mat X = ngt_nnet_ws_input(ws, L->comp);                 /* N x I */
   ngt_mat G = ws->deriv[L->comp];                             /* N x O */
   ngt_mat dW = ngt_mat_view(opt->delta + cp->w_off, O, I, I); /* O x I */
@@ -341,7 +345,9 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, cons
         .X = G, .Xb = ws->d_bf[L->comp], .ldxb = O, .out = gbf, .ldo = O, .c = xlast, .v = db};
     ngt_ngrad_precondition_bf16(&L->out, &out, &gout);
     ngt_gemm_bf16(1, 0, O, I, N, gbf, O, xbf, I, NULL, dW.data, I);
-    return ngt_vec_scale_norm2(opt->delta + cp->w_off, (size_t)O * (size_t)(I + 1), gin * gout);
+    L->dscale = (double)gin * (double)gout;
+    return ngt_vec_norm2(opt->delta + cp->w_off, (size_t)O * (size_t)(I + 1)) * L->dscale *
+           L->dscale;
   } else {
     ngt_mat Xt = ngt_mat_view(opt->sxt[tid].data, N, I + 1, I + 1); /* [X, 1] */
     for (int n = 0; n < N; n++) {
@@ -446,7 +452,8 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
     if (opt->mom) {
       nc = NAN;
       if (isfinite(d2)) {
-        cblas_saxpy((int)len, (float)s, opt->delta + cp->w_off, 1, opt->mom + cp->w_off, 1);
+        cblas_saxpy((int)len, (float)(s * L->dscale), opt->delta + cp->w_off, 1,
+                    opt->mom + cp->w_off, 1);
         nc = omu * sqrt(ngt_vec_norm2(opt->mom + cp->w_off, len));
       }
     } else {
@@ -488,7 +495,7 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
       cblas_saxpy((int)n, a, opt->mom + cp->w_off, 1, net->params + cp->w_off, 1);
       cblas_sscal((int)n, (float)mu, opt->mom + cp->w_off, 1);
     } else {
-      float a = (float)(-scale * L->norm2 * (double)lr * (double)cp->lr_factor);
+      float a = (float)(-scale * L->norm2 * (double)lr * (double)cp->lr_factor * L->dscale);
       cblas_saxpy((int)n, a, opt->delta + cp->w_off, 1, net->params + cp->w_off, 1);
     }
   }

@@ -61,8 +61,7 @@ void ngt_gemm(int ta, int tb, float alpha, ngt_mat A, ngt_mat B, float beta, ngt
 
 /* Vector helpers over float arrays of length n (BLAS where it pays). */
 double ngt_vec_dot(const float *x, const float *y, size_t n);
-double ngt_vec_norm2(const float *x, size_t n);          /* sum of squares, double */
-double ngt_vec_scale_norm2(float *x, size_t n, float s); /* x *= s, then its sum of squares */
+double ngt_vec_norm2(const float *x, size_t n);                 /* sum of squares, double */
 void ngt_vec_axpy(float a, const float *x, float *y, size_t n); /* y += a x */
 void ngt_vec_scale(float a, float *x, size_t n);
 int ngt_vec_all_finite(const float *x, size_t n);
