@@ -207,13 +207,9 @@ void ngt_bf16_from_f32(uint16_t *dst, int ldd, const float *src, int lds, int ro
 
 void ngt_bf16_to_f32(float *dst, int ldd, const uint16_t *src, int lds, int rows, int cols) {
   for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++) {
-      union {
-        uint32_t u;
-        float f;
-      } v = {(uint32_t)src[(size_t)i * (size_t)lds + (size_t)j] << 16};
-      dst[(size_t)i * (size_t)ldd + (size_t)j] = v.f;
-    }
+    for (int j = 0; j < cols; j++)
+      dst[(size_t)i * (size_t)ldd + (size_t)j] = ngt_bf16_value(
+          src[(size_t)i * (size_t)lds + (size_t)j]);
 }
 
 /* ------------------------------------------------------------------ low-rank update */
@@ -226,14 +222,6 @@ void ngt_bf16_pack_pairs(uint16_t *Wp, const float *W, int ldw, int R, int D) {
     const float *src = W + (size_t)r * (size_t)ldw;
     for (int j = 0; j < D; j++) dst[2 * (size_t)j] = f2bf(src[j]);
   }
-}
-
-static inline float bf2f(uint16_t b) {
-  union {
-    uint32_t u;
-    float f;
-  } v = {(uint32_t)b << 16};
-  return v.f;
 }
 
 /* Rows n0 .. n0+7, columns j0 .. j0+31 (masks m0, m1 for a short last chunk): the eight
@@ -363,7 +351,8 @@ double ngt_bf16_lowrank_update(int N, int D, const float *X, int ldx, const uint
             float a = x[j];
             for (int k = 0; k < K2; k++) {
               const uint16_t *w = Wp + ((size_t)k * (size_t)Dp + (size_t)j) * 2;
-              a += bf2f(hn[2 * k]) * bf2f(w[0]) + bf2f(hn[2 * k + 1]) * bf2f(w[1]);
+              a += ngt_bf16_value(hn[2 * k]) * ngt_bf16_value(w[0]) +
+                   ngt_bf16_value(hn[2 * k + 1]) * ngt_bf16_value(w[1]);
             }
             Y[(size_t)i * (size_t)ldy + (size_t)j] = f2bf(a);
             if (c) v[j] += c[i] * a;
@@ -444,7 +433,8 @@ void ngt_bf16_gemm_thin(int N, int R, int K, const uint16_t *A, int lda, const u
       for (int r = 0; r < R; r++) {
         float s = 0.0f;
         for (int j = 0; j < K; j++)
-          s += bf2f(A[(size_t)n * (size_t)lda + j]) * bf2f(B[(size_t)r * (size_t)ldb + j]);
+          s += ngt_bf16_value(A[(size_t)n * (size_t)lda + j]) *
+               ngt_bf16_value(B[(size_t)r * (size_t)ldb + j]);
         C[(size_t)n * (size_t)ldc + r] = s + (bias ? bias[r] : 0.0f);
       }
     return;

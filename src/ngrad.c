@@ -708,13 +708,7 @@ static void ngrad_step_fused(ngt_ngrad *p, const ngt_ngrad_bf16_io *io, double t
       for (int n = 0; n < N; n++) {
         const uint16_t *hn = ws->Hn + (size_t)n * (size_t)Rp;
         float a = 1.0f;
-        for (int r = 0; r < R; r++) {
-          union {
-            uint32_t u;
-            float f;
-          } h = {(uint32_t)hn[r] << 16};
-          a += h.f * ngt_bf16_round(ws->wlast[r]);
-        }
+        for (int r = 0; r < R; r++) a += ngt_bf16_value(hn[r]) * ngt_bf16_round(ws->wlast[r]);
         io->last[n] = a;
         s += (double)a * a;
       }

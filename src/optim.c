@@ -61,10 +61,8 @@ struct ngt_optim {
   ngt_mat *sxt, *sgt; /* fp32 (and simple) path: [X, 1] and G copies per thread; [0] = xt, gt */
   int *order;         /* layers by decreasing size, the order they are handed to threads */
   int maxI, maxO;
-  int fused;      /* online NG on some layer, no simple method: with a bf16 workspace, the
-                     fused path */
+  int has_online; /* some layer uses the online preconditioner */
   int has_simple; /* some layer uses the simple method (its scratch is shared: no threads) */
-  int any_ng;     /* some layer uses a preconditioner (needs per-thread scratch) */
   ngt_optim_stats stats;
 };
 
@@ -212,9 +210,8 @@ int ngt_optim_new(const ngt_nnet *net, const ngt_optim_opts *o, int max_rows, ng
     }
     opt->order[j] = i;
   }
-  opt->fused = online && !simple; /* and a bf16 workspace: checked per step */
+  opt->has_online = online;
   opt->has_simple = simple;
-  opt->any_ng = online || simple;
   *out = opt;
   return 0;
 }
@@ -327,7 +324,7 @@ static double layer_delta(ngt_optim *opt, ng_layer *L, const ngt_nnet *net, cons
       ngt_gemm(1, 0, 1.0f, G, X, 0.0f, dW);
     cblas_sgemv(CblasRowMajor, CblasTrans, N, O, 1.0f, G.data, G.stride, opt->ones, 1, 0.0f, db,
                 1);
-  } else if (bf16 && L->precond == NGT_PRECOND_ONLINE && opt->fused) {
+  } else if (bf16 && L->precond == NGT_PRECOND_ONLINE && !opt->has_simple) {
     /* Fused (docs/algorithm.md §3.5): no copies of X and G; Ĝ's pass also sums the bias
      * gradient Ĝᵀ x̂_I, and γ scales Δ in the norm pass below. Scratch of thread `tid`. */
     uint16_t *xbf = opt->sxbf[tid], *gbf = opt->sgbf[tid];
@@ -415,9 +412,10 @@ int ngt_optim_step(ngt_optim *opt, ngt_nnet *net, const ngt_nnet_ws *ws, float l
    * another, each using the T threads inside its GEMMs. Measured on 2 cores (bench_step,
    * paired, bf16): NG 2 threads / 1 1.45-1.58 before, 1.67-1.81 after. */
   const int T = ngt_omp_threads();
-  const int fused = opt->fused && ws->precision == NGT_PREC_BF16;
+  /* the fused bf16 path: online NG and no simple method (whose path copies, as fp32 does) */
+  const int fused = opt->has_online && !opt->has_simple && ws->precision == NGT_PREC_BF16;
   const int par = !opt->has_simple && T > 1 && opt->n_layers > 1;
-  if (opt->any_ng) ensure_scratch(opt, par ? T : 1, fused);
+  if (opt->has_online || opt->has_simple) ensure_scratch(opt, par ? T : 1, fused);
   if (par) {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(T)

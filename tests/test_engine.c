@@ -44,6 +44,21 @@ static void fill_normal(float *x, size_t n, uint64_t seed, double scale) {
   for (size_t i = 0; i < n; i++) x[i] = (float)(scale * ngt_rng_normal(&r));
 }
 
+/* Rows with a few strong directions plus isotropic noise, what NG is for: noise of scale 0.3
+ * (stream `seed`) plus nb rows of `basis` (X.cols wide) with N(0, 9) coefficients, row n's
+ * from stream coef_seed + n. */
+static void fill_structured(ngt_mat X, const float *basis, int nb, uint64_t seed,
+                            uint64_t coef_seed) {
+  float coef[16];
+  NGT_ASSERT(nb <= 16 && X.stride == X.cols);
+  fill_normal(X.data, (size_t)X.rows * X.cols, seed, 0.3);
+  for (int n = 0; n < X.rows; n++) {
+    fill_normal(coef, (size_t)nb, coef_seed + (uint64_t)n, 3.0);
+    for (int k = 0; k < nb; k++)
+      for (int j = 0; j < X.cols; j++) NGT_AT(X, n, j) += coef[k] * basis[k * X.cols + j];
+  }
+}
+
 START_TEST(test_precision_parse_and_setup) {
   int p = -1;
   ngt_err e = {0};
@@ -394,9 +409,7 @@ START_TEST(test_bf16_lowrank_kernels) {
             a += t;
             mag += fabs(t);
           }
-          float y;
-          uint32_t u = (uint32_t)Y[(size_t)n * ldy + j] << 16;
-          memcpy(&y, &u, sizeof y);
+          float y = ngt_bf16_value(Y[(size_t)n * ldy + j]);
           ck_assert_msg(fabs(y - a) <= 1e-5 * mag + 0x1.0p-8 * fabs(a) + 1e-30,
                         "generic %d shape %zu: Y[%d][%d] = %g, reference %g", generic, s, n, j,
                         (double)y, a);
@@ -458,16 +471,13 @@ START_TEST(test_ngrad_fused_matches_fp32) {
     uint16_t *Xb = malloc(2 * (size_t)N * Dx), *Y = malloc(2 * (size_t)N * Dx);
     uint16_t *Yg = malloc(2 * (size_t)N * Dx);
     float *last = malloc(sizeof(float) * N), *v = malloc(sizeof(float) * Dx), ones[61];
-    float *basis = malloc(sizeof(float) * 6 * Dx), coef[6];
+    float *basis = malloc(sizeof(float) * 6 * Dx);
     fill_normal(basis, (size_t)6 * Dx, 43, 1.0);
     for (int n = 0; n < N; n++) ones[n] = 1.0f;
     double worst = 0;
     for (int t = 0; t < 30; t++) {
-      fill_normal(X.data, (size_t)N * Dx, 200 + (uint64_t)t, 0.3);
+      fill_structured(X, basis, 6, 200 + (uint64_t)t, 2000 + (uint64_t)(t * N));
       for (int n = 0; n < N; n++) {
-        fill_normal(coef, 6, 2000 + (uint64_t)(t * N + n), 3.0);
-        for (int k = 0; k < 6; k++)
-          for (int j = 0; j < Dx; j++) NGT_AT(X, n, j) += coef[k] * basis[k * Dx + j];
         memcpy(&NGT_AT(Xt, n, 0), &NGT_AT(X, n, 0), sizeof(float) * Dx);
         NGT_AT(Xt, n, Dx) = 1.0f;
       }
@@ -493,14 +503,7 @@ START_TEST(test_ngrad_fused_matches_fp32) {
       for (int n = 0; n < N; n++)
         for (int j = 0; j <= Dx; j++) {
           double ya = NGT_AT(Xt, n, j), yb;
-          if (j < Dx) {
-            float f;
-            uint32_t u = (uint32_t)Y[(size_t)n * Dx + j] << 16;
-            memcpy(&f, &u, sizeof f);
-            yb = f;
-          } else {
-            yb = last[n];
-          }
+          yb = j < Dx ? ngt_bf16_value(Y[(size_t)n * Dx + j]) : last[n];
           double x = j < Dx ? NGT_AT(X, n, j) : 1.0;
           dd += (ya - yb) * (ya - yb);
           xx += x * x;
@@ -516,9 +519,7 @@ START_TEST(test_ngrad_fused_matches_fp32) {
       for (int j = 0; j < Dx; j++) {
         double s = 0, mag = 0;
         for (int n = 0; n < N; n++) {
-          float f;
-          uint32_t u = (uint32_t)Yg[(size_t)n * Dx + j] << 16;
-          memcpy(&f, &u, sizeof f);
+          float f = ngt_bf16_value(Yg[(size_t)n * Dx + j]);
           s += f;
           mag += fabs(f);
         }
@@ -548,18 +549,12 @@ START_TEST(test_ngrad_bf16_matches_fp32) {
   ck_assert_int_eq(ngt_ngrad_init(&b, D, &o, &e), 0);
   b.bf16 = 1;
   ngt_mat X = ngt_mat_alloc(N, D), Y = ngt_mat_alloc(N, D), Z = ngt_mat_alloc(N, D);
-  float *basis = malloc(sizeof(float) * 8 * D), coef[8];
+  float *basis = malloc(sizeof(float) * 8 * D);
   fill_normal(basis, (size_t)8 * D, 41, 1.0);
   int compared = 0;
   double worst = 0;
   for (int t = 0; t < 40; t++) {
-    /* a few strong directions plus isotropic noise: what NG is for */
-    fill_normal(X.data, (size_t)N * D, 100 + (uint64_t)t, 0.3);
-    for (int n = 0; n < N; n++) {
-      fill_normal(coef, 8, 1000 + (uint64_t)(t * N + n), 3.0);
-      for (int k = 0; k < 8; k++)
-        for (int j = 0; j < D; j++) NGT_AT(X, n, j) += coef[k] * basis[k * D + j];
-    }
+    fill_structured(X, basis, 8, 100 + (uint64_t)t, 1000 + (uint64_t)(t * N));
     ngt_mat_copy(Y, X);
     ngt_mat_copy(Z, X);
     float ga = 0, gb = 0;

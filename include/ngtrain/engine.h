@@ -96,6 +96,14 @@ void ngt_bf16_gemm_thin(int N, int R, int K, const uint16_t *A, int lda, const u
  * ngt_bf16_pack_cols(D), an odd R padded with a zero row: 2 ceil(R/2) Dp values. */
 void ngt_bf16_pack_pairs(uint16_t *Wp, const float *W, int ldw, int R, int D);
 static inline int ngt_bf16_pack_cols(int D) { return (D + 31) / 32 * 32; }
+/* The fp32 value of a bf16 number (exact: bf16 is fp32's upper half). */
+static inline float ngt_bf16_value(uint16_t b) {
+  union {
+    uint32_t u;
+    float f;
+  } v = {(uint32_t)b << 16};
+  return v.f;
+}
 static inline float ngt_bf16_round(float x) {
   union {
     float f;

@@ -196,6 +196,14 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Sorts v[0..n) and puts its median, lower and upper quartile into q[0..2]. */
+static void median_quartiles(double *v, int n, double q[3]) {
+  qsort(v, (size_t)n, sizeof(double), cmp_double);
+  q[0] = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  q[1] = v[n / 4];
+  q[2] = v[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
+}
+
 /* Best time of one step of a single configuration (the simple method). */
 static double step_seconds(const char *cfg, int N, int use_ng, int pre, int reps) {
   runner r;
@@ -248,11 +256,11 @@ static paired step_paired(const char *cfg, int N, int rounds) {
     }
     ratio[q] = tn / tp;
   }
-  qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
-  o.ratio_median = rounds % 2 ? ratio[rounds / 2]
-                              : 0.5 * (ratio[rounds / 2 - 1] + ratio[rounds / 2]);
-  o.ratio_lo = ratio[rounds / 4];
-  o.ratio_hi = ratio[(3 * rounds) / 4 < rounds ? (3 * rounds) / 4 : rounds - 1];
+  double q[3];
+  median_quartiles(ratio, rounds, q);
+  o.ratio_median = q[0];
+  o.ratio_lo = q[1];
+  o.ratio_hi = q[2];
   free(ratio);
   runner_free(&pl);
   runner_free(&ng);
@@ -285,13 +293,7 @@ static void threads_paired(const char *cfg, int N, int rounds, int pr, int T, do
       }
       sp[w * rounds + q] = tt[0] / tt[1];
     }
-  for (int w = 0; w < 2; w++) {
-    qsort(sp + w * rounds, (size_t)rounds, sizeof(double), cmp_double);
-    double *m = w ? ng : plain, *v = sp + w * rounds;
-    m[0] = rounds % 2 ? v[rounds / 2] : 0.5 * (v[rounds / 2 - 1] + v[rounds / 2]);
-    m[1] = v[rounds / 4];
-    m[2] = v[(3 * rounds) / 4 < rounds ? (3 * rounds) / 4 : rounds - 1];
-  }
+  for (int w = 0; w < 2; w++) median_quartiles(sp + w * rounds, rounds, w ? ng : plain);
   if (ngt_engine_setup(pr, T, &e)) ngt_die("%s", e.msg);
   free(sp);
   runner_free(&r[0]);
